@@ -1,0 +1,708 @@
+#include "store/event_log.h"
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <lmdb.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <future>
+#include <utility>
+
+namespace imaged::store {
+namespace {
+
+// Names of the LMDB databases and meta keys; docs/storage.md describes them.
+constexpr char kEventsDb[] = "events";
+constexpr char kStreamsDb[] = "streams";
+constexpr char kIdempotencyDb[] = "idempotency";
+constexpr char kMetaDb[] = "meta";
+constexpr std::string_view kMetaFormat = "format";
+constexpr std::string_view kMetaHead = "head";  // u64 BE sequence ‖ 32-byte hash
+
+// An LMDB failure while staging a batch; caught by the writer, which aborts the transaction.
+struct LmdbFailure {
+  int rc;
+};
+
+void check(int rc) {
+  if (rc != MDB_SUCCESS) throw LmdbFailure{rc};
+}
+
+MDB_val val(const void* data, size_t size) { return MDB_val{size, const_cast<void*>(data)}; }
+MDB_val val(std::string_view s) { return val(s.data(), s.size()); }
+
+Error storageError(int rc, std::string_view what) {
+  std::string message = std::string(what) + ": " + mdb_strerror(rc);
+  if (rc == ENOSPC || rc == EFBIG || rc == EDQUOT) {
+    return Error{"E_STORAGE_FULL", message + " (no room left for the log; free disk space)"};
+  }
+  if (rc == MDB_PANIC) {
+    return Error{"E_STORAGE", message + " (the store hit a fatal I/O error; restart the process)"};
+  }
+  return Error{"E_STORAGE", message};
+}
+
+bool isAligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % sizeof(capnp::word) == 0; }
+
+// The last version of `streamId` visible in `txn` (0: none).
+uint64_t lastStreamVersion(MDB_txn* txn, MDB_dbi dbi, std::string_view streamId) {
+  MDB_cursor* cursor = nullptr;
+  check(mdb_cursor_open(txn, dbi, &cursor));
+  std::unique_ptr<MDB_cursor, void (*)(MDB_cursor*)> guard(cursor, mdb_cursor_close);
+  // Position after the stream's last possible key, then step back onto its last real one.
+  std::string probe = streamKey(streamId, UINT64_MAX);
+  MDB_val key = val(probe), data;
+  int rc = mdb_cursor_get(cursor, &key, &data, MDB_SET_RANGE);
+  if (rc == MDB_SUCCESS) {
+    if (key.mv_size == probe.size() && std::memcmp(key.mv_data, probe.data(), probe.size()) == 0) {
+      return UINT64_MAX;
+    }
+    rc = mdb_cursor_get(cursor, &key, &data, MDB_PREV);
+  } else if (rc == MDB_NOTFOUND) {
+    rc = mdb_cursor_get(cursor, &key, &data, MDB_LAST);
+  }
+  if (rc == MDB_NOTFOUND) return 0;
+  check(rc);
+  const size_t prefix = streamId.size() + 1;
+  if (key.mv_size != prefix + 8) return 0;
+  const auto* k = static_cast<const char*>(key.mv_data);
+  if (std::memcmp(k, streamId.data(), streamId.size()) != 0 || k[streamId.size()] != '\0') return 0;
+  return decodeU64(k + prefix);
+}
+
+Status validate(const AppendRequest& r) {
+  auto invalid = [](std::string m) { return Error{"E_INVALID_ARGUMENT", std::move(m)}; };
+  if (r.streamId.empty()) return invalid("stream id is empty");
+  if (r.streamId.size() > kMaxStreamIdBytes) return invalid("stream id is longer than 256 bytes");
+  if (r.streamId.find('\0') != std::string::npos) return invalid("stream id contains a NUL byte");
+  if (r.idempotencyKey.size() > kMaxIdempotencyKeyBytes) {
+    return invalid("idempotency key is longer than 256 bytes");
+  }
+  if (r.payloads.empty()) return invalid("an append needs at least one event");
+  return Ok{};
+}
+
+// Builds one stored Event message: the envelope, a copy of the payload, and the chain hash
+// patched into place. Throws kj::Exception when the payload does not decode.
+kj::Array<capnp::word> encodeEvent(const AppendRequest& r, const kj::Array<capnp::word>& payload,
+                                   uint64_t sequence, uint64_t version, int64_t time,
+                                   const Hash& prev, Hash* hashOut) {
+  capnp::ReaderOptions limits;
+  limits.traversalLimitInWords = kMaxEventBytes / sizeof(capnp::word);
+  capnp::FlatArrayMessageReader payloadReader(payload.asPtr(), limits);
+
+  // Sized so that the whole event fits in the first segment: one segment, one contiguous record.
+  const size_t textBytes = r.streamId.size() + r.actor.tenant.size() + r.actor.client.size() +
+                           r.correlationId.size() + r.idempotencyKey.size();
+  capnp::MallocMessageBuilder builder(payload.size() + textBytes / 8 + 64);
+  auto ev = builder.initRoot<schema::Event>();
+  ev.setSequence(sequence);
+  ev.setStreamId(r.streamId);
+  ev.setStreamVersion(version);
+  ev.setTime(time);
+  auto actor = ev.initActor();
+  actor.setTenant(r.actor.tenant);
+  actor.setUid(r.actor.uid);
+  actor.setClient(r.actor.client);
+  ev.setCorrelationId(r.correlationId);
+  ev.setIdempotencyKey(r.idempotencyKey);
+  ev.setPayload(payloadReader.getRoot<schema::Payload>());
+  ev.setPrevHash(kj::arrayPtr(prev.data(), prev.size()));
+  ev.initHash(kHashSize);  // zeros while hashing
+
+  auto words = capnp::messageToFlatArray(builder);
+  if (words.size() * sizeof(capnp::word) > kMaxEventBytes) {
+    KJ_FAIL_REQUIRE("event is larger than the 16 MiB limit");
+  }
+  auto offset = locateHash(words);
+  KJ_REQUIRE(offset.ok(), "freshly built event does not decode");
+  *hashOut = chainHash(prev, words, *offset);
+  std::memcpy(reinterpret_cast<uint8_t*>(words.begin()) + *offset, hashOut->data(), kHashSize);
+  return words;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// ReadTxn
+
+ReadTxn::ReadTxn(const EventLog& log, std::shared_lock<std::shared_mutex> lock, MDB_txn* txn)
+    : log_(log), resizeLock_(std::move(lock)), txn_(txn) {
+  MDB_val key = val(kMetaHead), data;
+  if (mdb_get(txn_, log_.metaDbi_, &key, &data) == MDB_SUCCESS && data.mv_size == 8 + kHashSize) {
+    lastSequence_ = decodeU64(data.mv_data);
+    std::memcpy(head_.data(), static_cast<const uint8_t*>(data.mv_data) + 8, kHashSize);
+  }
+}
+
+ReadTxn::~ReadTxn() { mdb_txn_abort(txn_); }
+
+uint64_t ReadTxn::streamVersion(std::string_view streamId) const {
+  try {
+    return lastStreamVersion(txn_, log_.streamsDbi_, streamId);
+  } catch (const LmdbFailure&) {
+    return 0;
+  }
+}
+
+Status ReadTxn::visit(uint64_t sequence, const void* data, size_t size,
+                      const std::function<bool(const EventRef&)>& fn, bool* more) const {
+  if (size % sizeof(capnp::word) != 0) {
+    return Error{"E_STORE_CORRUPT", "event " + std::to_string(sequence) +
+                                        " is not a whole number of words (" +
+                                        std::to_string(size) + " bytes)"};
+  }
+  const size_t n = size / sizeof(capnp::word);
+  if (isAligned(data)) {
+    *more = fn(EventRef(sequence, kj::arrayPtr(static_cast<const capnp::word*>(data), n)));
+  } else {
+    auto copy = kj::heapArray<capnp::word>(n);
+    std::memcpy(copy.begin(), data, size);
+    *more = fn(EventRef(sequence, copy.asPtr()));
+  }
+  return Ok{};
+}
+
+Status ReadTxn::forEach(uint64_t from, const std::function<bool(const EventRef&)>& fn) const {
+  MDB_cursor* cursor = nullptr;
+  int rc = mdb_cursor_open(txn_, log_.eventsDbi_, &cursor);
+  if (rc != MDB_SUCCESS) return storageError(rc, "opening a cursor on events");
+  std::unique_ptr<MDB_cursor, void (*)(MDB_cursor*)> guard(cursor, mdb_cursor_close);
+  auto start = encodeU64(from);
+  MDB_val key = val(start.data(), start.size()), data;
+  rc = mdb_cursor_get(cursor, &key, &data, MDB_SET_RANGE);
+  bool more = true;
+  while (rc == MDB_SUCCESS && more) {
+    if (key.mv_size != 8) return Error{"E_STORE_CORRUPT", "an events key is not 8 bytes"};
+    auto s = visit(decodeU64(key.mv_data), data.mv_data, data.mv_size, fn, &more);
+    if (!s.ok()) return s;
+    if (more) rc = mdb_cursor_get(cursor, &key, &data, MDB_NEXT);
+  }
+  if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) return storageError(rc, "reading events");
+  return Ok{};
+}
+
+Status ReadTxn::forEachInStream(std::string_view streamId, uint64_t fromVersion,
+                                const std::function<bool(const EventRef&)>& fn) const {
+  MDB_cursor* cursor = nullptr;
+  int rc = mdb_cursor_open(txn_, log_.streamsDbi_, &cursor);
+  if (rc != MDB_SUCCESS) return storageError(rc, "opening a cursor on streams");
+  std::unique_ptr<MDB_cursor, void (*)(MDB_cursor*)> guard(cursor, mdb_cursor_close);
+  const std::string startKey = streamKey(streamId, fromVersion);
+  const size_t prefix = streamId.size() + 1;
+  MDB_val key = val(startKey), data;
+  rc = mdb_cursor_get(cursor, &key, &data, MDB_SET_RANGE);
+  bool more = true;
+  while (rc == MDB_SUCCESS && more) {
+    if (key.mv_size != prefix + 8 || std::memcmp(key.mv_data, startKey.data(), prefix) != 0) break;
+    if (data.mv_size != 8) return Error{"E_STORE_CORRUPT", "a streams value is not 8 bytes"};
+    const uint64_t seq = decodeU64(data.mv_data);
+    auto seqKey = encodeU64(seq);
+    MDB_val ek = val(seqKey.data(), seqKey.size()), ed;
+    int erc = mdb_get(txn_, log_.eventsDbi_, &ek, &ed);
+    if (erc == MDB_NOTFOUND) {
+      return Error{"E_STORE_CORRUPT", "stream index names missing event " + std::to_string(seq)};
+    }
+    if (erc != MDB_SUCCESS) return storageError(erc, "reading an event");
+    auto s = visit(seq, ed.mv_data, ed.mv_size, fn, &more);
+    if (!s.ok()) return s;
+    if (more) rc = mdb_cursor_get(cursor, &key, &data, MDB_NEXT);
+  }
+  if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) return storageError(rc, "reading a stream");
+  return Ok{};
+}
+
+Result<StoredEvent> ReadTxn::get(uint64_t sequence) const {
+  auto k = encodeU64(sequence);
+  MDB_val key = val(k.data(), k.size()), data;
+  int rc = mdb_get(txn_, log_.eventsDbi_, &key, &data);
+  if (rc == MDB_NOTFOUND) return Error{"E_NOT_FOUND", "no event " + std::to_string(sequence)};
+  if (rc != MDB_SUCCESS) return storageError(rc, "reading an event");
+  if (data.mv_size % sizeof(capnp::word) != 0) {
+    return Error{"E_STORE_CORRUPT", "event " + std::to_string(sequence) + " is not whole words"};
+  }
+  StoredEvent out{sequence, kj::heapArray<capnp::word>(data.mv_size / sizeof(capnp::word))};
+  std::memcpy(out.words.begin(), data.mv_data, data.mv_size);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// EventLog: opening
+
+EventLog::EventLog(Options options) : options_(std::move(options)) {}
+
+Result<std::unique_ptr<EventLog>> EventLog::open(Options options) {
+  std::unique_ptr<EventLog> log(new EventLog(std::move(options)));
+  if (auto s = log->openEnvironment(); !s.ok()) return s.error();
+  if (auto s = log->loadHead(); !s.ok()) return s.error();
+  if (!log->options_.readOnly) log->writer_ = std::thread([l = log.get()] { l->writerLoop(); });
+  return log;
+}
+
+Status EventLog::openEnvironment() {
+  namespace fs = std::filesystem;
+  const std::string& path = options_.path;
+  std::error_code ec;
+  if (options_.readOnly) {
+    if (!fs::exists(fs::path(path) / "data.mdb", ec)) {
+      return Error{"E_NOT_FOUND", "no event log at " + path};
+    }
+  } else {
+    fs::create_directories(path, ec);
+    if (ec) return Error{"E_STORAGE", "cannot create " + path + ": " + ec.message()};
+  }
+
+  int rc = mdb_env_create(&env_);
+  if (rc != MDB_SUCCESS) return storageError(rc, "creating the LMDB environment");
+  mdb_env_set_maxdbs(env_, 8);
+  mdb_env_set_maxreaders(env_, options_.maxReaders);
+  if (!options_.readOnly) mdb_env_set_mapsize(env_, options_.initialMapSize);
+  // MDB_NOTLS: read transactions belong to ReadTxn objects, not to threads.
+  const unsigned flags = MDB_NOTLS | (options_.readOnly ? MDB_RDONLY : 0u);
+  rc = mdb_env_open(env_, path.c_str(), flags, 0600);
+  if (rc != MDB_SUCCESS) return storageError(rc, "opening the event log at " + path);
+
+  if (!options_.readOnly) clearStaleReaders();
+
+  MDB_txn* txn = nullptr;
+  rc = mdb_txn_begin(env_, nullptr, options_.readOnly ? MDB_RDONLY : 0, &txn);
+  if (rc != MDB_SUCCESS) return storageError(rc, "opening the event log");
+  const unsigned create = options_.readOnly ? 0 : MDB_CREATE;
+  MDB_dbi dbis[4];
+  const char* names[4] = {kEventsDb, kStreamsDb, kIdempotencyDb, kMetaDb};
+  for (int i = 0; i < 4; ++i) {
+    rc = mdb_dbi_open(txn, names[i], create, &dbis[i]);
+    if (rc != MDB_SUCCESS) {
+      mdb_txn_abort(txn);
+      if (rc == MDB_NOTFOUND) return Error{"E_NOT_FOUND", "no event log at " + path};
+      return storageError(rc, std::string("opening database ") + names[i]);
+    }
+  }
+  eventsDbi_ = dbis[0];
+  streamsDbi_ = dbis[1];
+  idempotencyDbi_ = dbis[2];
+  metaDbi_ = dbis[3];
+
+  // The format version: written once when the store is created; a newer one is refused.
+  MDB_val key = val(kMetaFormat), data;
+  rc = mdb_get(txn, metaDbi_, &key, &data);
+  if (rc == MDB_SUCCESS) {
+    const uint64_t format = data.mv_size == 8 ? decodeU64(data.mv_data) : UINT64_MAX;
+    if (format > kFormatVersion) {
+      mdb_txn_abort(txn);
+      return Error{"E_STORE_FORMAT",
+                   "the event log at " + path + " has format " +
+                       (format == UINT64_MAX ? std::string("(unreadable)") : std::to_string(format)) +
+                       ", newer than this program's " + std::to_string(kFormatVersion) +
+                       "; use a newer imaged (the log was left untouched)"};
+    }
+  } else if (rc == MDB_NOTFOUND && !options_.readOnly) {
+    auto v = encodeU64(kFormatVersion);
+    MDB_val fv = val(v.data(), v.size());
+    rc = mdb_put(txn, metaDbi_, &key, &fv, 0);
+    if (rc != MDB_SUCCESS) {
+      mdb_txn_abort(txn);
+      return storageError(rc, "initialising the event log");
+    }
+  } else if (rc != MDB_NOTFOUND) {
+    mdb_txn_abort(txn);
+    return storageError(rc, "reading the format version");
+  }
+  // Committing (even a read transaction) makes the database handles usable by later ones.
+  rc = mdb_txn_commit(txn);
+  if (rc != MDB_SUCCESS) return storageError(rc, "initialising the event log");
+  return Ok{};
+}
+
+Status EventLog::loadHead() {
+  auto txn = read();
+  if (!txn.ok()) return txn.error();
+  Head head;
+  head.sequence = (*txn)->lastSequence();
+  head.hash = (*txn)->headHash();
+  if (head.sequence > 0) {
+    // The meta head and the last record are written in one transaction: they must agree.
+    auto last = (*txn)->get(head.sequence);
+    if (!last.ok()) {
+      return Error{"E_STORE_CORRUPT", "the log's head names event " +
+                                          std::to_string(head.sequence) + ": " +
+                                          last.error().message};
+    }
+    try {
+      capnp::FlatArrayMessageReader reader(last->words);
+      auto ev = reader.getRoot<schema::Event>();
+      auto h = ev.getHash();
+      if (h.size() != kHashSize || std::memcmp(h.begin(), head.hash.data(), kHashSize) != 0) {
+        return Error{"E_STORE_CORRUPT", "the log's head hash does not match event " +
+                                            std::to_string(head.sequence) +
+                                            "; run a verify to find the damage"};
+      }
+      head.time = ev.getTime();
+    } catch (const kj::Exception& e) {
+      return Error{"E_STORE_CORRUPT", "the last event (" + std::to_string(head.sequence) +
+                                          ") does not decode: " + e.getDescription().cStr()};
+    }
+  }
+  std::lock_guard lk(mutex_);
+  head_ = head;
+  return Ok{};
+}
+
+EventLog::~EventLog() {
+  {
+    std::lock_guard lk(mutex_);
+    closing_ = true;
+  }
+  queueCv_.notify_all();
+  commitCv_.notify_all();
+  if (writer_.joinable()) writer_.join();
+  if (env_) mdb_env_close(env_);
+}
+
+// ---------------------------------------------------------------------------------------------
+// EventLog: reading
+
+Result<std::unique_ptr<ReadTxn>> EventLog::read() const {
+  for (int attempt = 0; attempt < 3; ++attempt) {
+    std::shared_lock lk(resizeMutex_);
+    MDB_txn* txn = nullptr;
+    int rc = mdb_txn_begin(env_, nullptr, MDB_RDONLY, &txn);
+    if (rc == MDB_SUCCESS) {
+      std::unique_ptr<ReadTxn> r(new ReadTxn(*this, std::move(lk), txn));
+      if (options_.readOnly) {
+        std::lock_guard g(mutex_);
+        head_.sequence = std::max(head_.sequence, r->lastSequence());
+      }
+      return r;
+    }
+    lk.unlock();
+    if (rc == MDB_MAP_RESIZED) {
+      // Another process grew the map: adopt its size (needs no live transaction here).
+      std::unique_lock x(resizeMutex_);
+      rc = mdb_env_set_mapsize(env_, 0);
+      if (rc != MDB_SUCCESS) return storageError(rc, "adopting the grown map");
+      continue;
+    }
+    if (rc == MDB_READERS_FULL && clearStaleReaders() > 0) continue;
+    return storageError(rc, "starting a read transaction");
+  }
+  return Error{"E_STORAGE", "could not start a read transaction"};
+}
+
+uint64_t EventLog::lastSequence() const {
+  std::lock_guard lk(mutex_);
+  return head_.sequence;
+}
+
+uint64_t EventLog::waitForSequence(uint64_t after, std::chrono::milliseconds timeout) const {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  if (options_.readOnly) {
+    // No commit reaches us from the writer's process: look at the file now and then.
+    for (;;) {
+      if (auto txn = read(); txn.ok() && (*txn)->lastSequence() > after) {
+        return (*txn)->lastSequence();
+      }
+      auto now = std::chrono::steady_clock::now();
+      if (now >= deadline) return lastSequence();
+      std::this_thread::sleep_for(
+          std::min<std::chrono::steady_clock::duration>(std::chrono::milliseconds(20),
+                                                        deadline - now));
+    }
+  }
+  std::unique_lock lk(mutex_);
+  commitCv_.wait_until(lk, deadline, [&] { return head_.sequence > after || closing_; });
+  return head_.sequence;
+}
+
+void EventLog::setCommitListener(std::function<void(uint64_t)> listener) {
+  std::lock_guard lk(mutex_);
+  commitListener_ = std::move(listener);
+}
+
+int EventLog::clearStaleReaders() const {
+  int dead = 0;
+  mdb_reader_check(env_, &dead);
+  return dead;
+}
+
+EventLog::Stats EventLog::stats() const {
+  std::lock_guard lk(mutex_);
+  return stats_;
+}
+
+size_t EventLog::mapSize() const {
+  MDB_envinfo info;
+  mdb_env_info(env_, &info);
+  return info.me_mapsize;
+}
+
+Result<VerifyReport> EventLog::verify() const {
+  auto txn = read();
+  if (!txn.ok()) return txn.error();
+  VerifyReport report;
+  Hash prev{};
+  uint64_t expected = 1;
+  auto fail = [&](uint64_t seq, std::string problem) {
+    report.intact = false;
+    report.firstBad = seq;
+    report.problem = std::move(problem);
+    return false;
+  };
+  auto s = (*txn)->forEach(0, [&](const EventRef& e) {
+    if (e.sequence() != expected) {
+      return fail(expected, e.sequence() < expected
+                                ? "sequence keys out of order at " + std::to_string(e.sequence())
+                                : "missing events " + std::to_string(expected) + ".." +
+                                      std::to_string(e.sequence() - 1) + " (a gap)");
+    }
+    auto offset = locateHash(e.words());
+    if (!offset.ok()) return fail(e.sequence(), offset.error().message);
+    try {
+      capnp::FlatArrayMessageReader reader(e.words());
+      auto ev = reader.getRoot<schema::Event>();
+      if (ev.getSequence() != e.sequence()) {
+        return fail(e.sequence(), "the record says sequence " + std::to_string(ev.getSequence()));
+      }
+      auto p = ev.getPrevHash();
+      if (p.size() != kHashSize || std::memcmp(p.begin(), prev.data(), kHashSize) != 0) {
+        return fail(e.sequence(), "chain broken: prevHash is not the previous event's hash");
+      }
+    } catch (const kj::Exception& ex) {
+      return fail(e.sequence(), std::string("the record does not decode: ") +
+                                    ex.getDescription().cStr());
+    }
+    Hash computed = chainHash(prev, e.words(), *offset);
+    const auto* stored = reinterpret_cast<const uint8_t*>(e.words().begin()) + *offset;
+    if (std::memcmp(computed.data(), stored, kHashSize) != 0) {
+      return fail(e.sequence(), "bytes changed: the hash does not match the record");
+    }
+    prev = computed;
+    report.events = e.sequence();
+    ++expected;
+    return true;
+  });
+  if (!s.ok()) {
+    if (s.error().code != "E_STORE_CORRUPT") return s.error();
+    if (report.intact) fail(expected, s.error().message);
+  }
+  report.head = prev;
+  if (report.intact) {
+    if ((*txn)->lastSequence() != report.events) {
+      fail(report.events + 1, "the head names event " + std::to_string((*txn)->lastSequence()) +
+                                  " but the log ends at " + std::to_string(report.events));
+    } else if ((*txn)->headHash() != prev) {
+      fail(report.events, "the head hash in meta does not match the last event");
+    }
+  }
+  return report;
+}
+
+// ---------------------------------------------------------------------------------------------
+// EventLog: appending
+
+int64_t EventLog::now() const {
+  if (options_.clock) return options_.clock();
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+void EventLog::appendAsync(AppendRequest request, AppendCallback done) {
+  if (options_.readOnly) {
+    done(Error{"E_READ_ONLY", "the event log was opened read-only"});
+    return;
+  }
+  if (auto s = validate(request); !s.ok()) {
+    done(s.error());
+    return;
+  }
+  {
+    std::lock_guard lk(mutex_);
+    if (closing_) {
+      done(Error{"E_STORE_CLOSED", "the event log is closing"});
+      return;
+    }
+    queue_.push_back(Pending{std::move(request), std::move(done)});
+  }
+  queueCv_.notify_one();
+}
+
+Result<AppendResult> EventLog::append(AppendRequest request) {
+  std::promise<Result<AppendResult>> promise;
+  auto future = promise.get_future();
+  appendAsync(std::move(request), [&promise](Result<AppendResult> r) {
+    promise.set_value(std::move(r));
+  });
+  return future.get();
+}
+
+void EventLog::writerLoop() {
+  for (;;) {
+    std::vector<Pending> batch;
+    {
+      std::unique_lock lk(mutex_);
+      queueCv_.wait(lk, [&] { return !queue_.empty() || closing_; });
+      if (queue_.empty()) return;  // closing, and everything queued was answered
+      batch.swap(queue_);
+    }
+    commitBatch(batch);
+  }
+}
+
+Status EventLog::growMap() {
+  std::unique_lock x(resizeMutex_);  // no ReadTxn of this process may live across a resize
+  const size_t current = mapSize();
+  const size_t next = current * 2;
+  int rc = mdb_env_set_mapsize(env_, next);
+  if (rc != MDB_SUCCESS) return storageError(rc, "growing the map to " + std::to_string(next));
+  return Ok{};
+}
+
+void EventLog::commitBatch(std::vector<Pending>& batch) {
+  std::vector<Result<AppendResult>> results;
+  Head head;
+  std::optional<Error> batchError;
+
+  for (int attempt = 0;; ++attempt) {
+    results.clear();
+    {
+      std::lock_guard lk(mutex_);
+      head = head_;
+    }
+    MDB_txn* txn = nullptr;
+    int rc = mdb_txn_begin(env_, nullptr, 0, &txn);
+    if (rc != MDB_SUCCESS) {
+      batchError = storageError(rc, "starting a write transaction");
+      break;
+    }
+    try {
+      for (auto& p : batch) {
+        const AppendRequest& r = p.request;
+        // A key already committed (or used earlier in this batch): answer as the first time.
+        if (!r.idempotencyKey.empty()) {
+          MDB_val k = val(r.idempotencyKey), d;
+          int grc = mdb_get(txn, idempotencyDbi_, &k, &d);
+          if (grc == MDB_SUCCESS && d.mv_size == 24) {
+            const auto* b = static_cast<const uint8_t*>(d.mv_data);
+            results.push_back(AppendResult{decodeU64(b), decodeU64(b + 8), decodeU64(b + 16), true});
+            continue;
+          }
+          if (grc != MDB_NOTFOUND && grc != MDB_SUCCESS) check(grc);
+        }
+        const uint64_t current = lastStreamVersion(txn, streamsDbi_, r.streamId);
+        const auto& ex = r.expected;
+        const bool expectedOk = ex.kind == ExpectedVersion::Kind::kAny ||
+                                (ex.kind == ExpectedVersion::Kind::kNoStream && current == 0) ||
+                                (ex.kind == ExpectedVersion::Kind::kExactly && current == ex.version);
+        if (!expectedOk) {
+          const std::string want = ex.kind == ExpectedVersion::Kind::kNoStream
+                                       ? std::string("no stream")
+                                       : "version " + std::to_string(ex.version);
+          results.push_back(Error{"E_VERSION_CONFLICT", "stream " + r.streamId + " is at version " +
+                                                            std::to_string(current) +
+                                                            ", expected " + want});
+          continue;
+        }
+        // Encode every event first: a payload that does not decode fails the request before
+        // any of it is written.
+        std::vector<kj::Array<capnp::word>> encoded;
+        Head h = head;
+        Error encodeError;
+        bool encodedAll = true;
+        for (size_t i = 0; i < r.payloads.size(); ++i) {
+          h.time = std::max(h.time, now());
+          Hash hash;
+          try {
+            encoded.push_back(encodeEvent(r, r.payloads[i], h.sequence + 1, current + i + 1,
+                                          h.time, h.hash, &hash));
+          } catch (const kj::Exception& e) {
+            encodeError = Error{"E_INVALID_ARGUMENT", "event " + std::to_string(i + 1) +
+                                                          " of the request: " +
+                                                          e.getDescription().cStr()};
+            encodedAll = false;
+            break;
+          }
+          h.sequence += 1;
+          h.hash = hash;
+        }
+        if (!encodedAll) {
+          results.push_back(std::move(encodeError));
+          continue;
+        }
+        for (size_t i = 0; i < encoded.size(); ++i) {
+          const uint64_t seq = head.sequence + 1 + i;
+          auto seqKey = encodeU64(seq);
+          MDB_val k = val(seqKey.data(), seqKey.size());
+          MDB_val d = val(encoded[i].begin(), encoded[i].size() * sizeof(capnp::word));
+          check(mdb_put(txn, eventsDbi_, &k, &d, MDB_APPEND));
+          std::string sk = streamKey(r.streamId, current + 1 + i);
+          MDB_val skv = val(sk), sd = val(seqKey.data(), seqKey.size());
+          check(mdb_put(txn, streamsDbi_, &skv, &sd, MDB_NOOVERWRITE));
+        }
+        AppendResult result{head.sequence + 1, h.sequence, current + encoded.size(), false};
+        if (!r.idempotencyKey.empty()) {
+          uint8_t v[24];
+          auto a = encodeU64(result.firstSequence), b = encodeU64(result.lastSequence),
+               c = encodeU64(result.streamVersion);
+          std::memcpy(v, a.data(), 8);
+          std::memcpy(v + 8, b.data(), 8);
+          std::memcpy(v + 16, c.data(), 8);
+          MDB_val k = val(r.idempotencyKey), d = val(v, sizeof v);
+          check(mdb_put(txn, idempotencyDbi_, &k, &d, 0));
+        }
+        head = h;
+        results.push_back(result);
+      }
+      uint8_t meta[8 + kHashSize];
+      auto s = encodeU64(head.sequence);
+      std::memcpy(meta, s.data(), 8);
+      std::memcpy(meta + 8, head.hash.data(), kHashSize);
+      MDB_val mk = val(kMetaHead), md = val(meta, sizeof meta);
+      check(mdb_put(txn, metaDbi_, &mk, &md, 0));
+    } catch (const LmdbFailure& f) {
+      mdb_txn_abort(txn);
+      if (f.rc == MDB_MAP_FULL && attempt < 40) {
+        if (auto g = growMap(); !g.ok()) {
+          batchError = g.error();
+          break;
+        }
+        continue;
+      }
+      batchError = storageError(f.rc, "writing events");
+      break;
+    }
+    rc = mdb_txn_commit(txn);  // writes and fsyncs; frees txn whatever the outcome
+    if (rc == MDB_MAP_FULL && attempt < 40) {
+      if (auto g = growMap(); !g.ok()) {
+        batchError = g.error();
+        break;
+      }
+      continue;
+    }
+    if (rc != MDB_SUCCESS) batchError = storageError(rc, "committing events");
+    break;
+  }
+
+  std::function<void(uint64_t)> listener;
+  uint64_t last = 0;
+  {
+    std::lock_guard lk(mutex_);
+    if (!batchError) {
+      stats_.commits += 1;
+      stats_.events += head.sequence - head_.sequence;
+      head_ = head;
+    }
+    last = head_.sequence;
+    listener = commitListener_;
+  }
+  if (!batchError) commitCv_.notify_all();
+  for (size_t i = 0; i < batch.size(); ++i) {
+    batch[i].done(batchError ? Result<AppendResult>(*batchError) : std::move(results[i]));
+  }
+  if (!batchError && listener) listener(last);
+}
+
+}  // namespace imaged::store

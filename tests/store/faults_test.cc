@@ -1,0 +1,59 @@
+// Faults of the disk: a full disk fails appends clearly and loses nothing acknowledged.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <filesystem>
+#include <set>
+#include <sstream>
+
+#include "store/event_log.h"
+#include "test_util.h"
+
+namespace imaged::store {
+namespace {
+
+using testing::openLog;
+using testing::TempDir;
+
+struct Ack {
+  uint64_t first, last;
+};
+
+TEST(Faults, FullDiskFailsTheAppendWithAClearErrorAndKeepsEverythingAcknowledged) {
+  TempDir dir;
+  // A file size limit stands in for a full disk: writes past it fail with EFBIG.
+  testing::Child filler({STORE_TOOL, "fill", dir.path(), std::to_string(3 << 20)});
+  std::vector<Ack> acks;
+  std::string line, error;
+  while (filler.readLine(&line)) {
+    std::istringstream in(line);
+    std::string kind;
+    in >> kind;
+    if (kind == "ack") {
+      Ack a;
+      in >> a.first >> a.last;
+      acks.push_back(a);
+    } else if (kind == "error") {
+      error = line;
+    }
+  }
+  filler.wait();
+  ASSERT_FALSE(acks.empty());
+  ASSERT_NE(error.find("E_STORAGE_FULL"), std::string::npos) << error;
+
+  auto log = openLog(dir.path());
+  ASSERT_NE(log, nullptr);
+  auto v = log->verify();
+  ASSERT_TRUE(v.ok());
+  EXPECT_TRUE(v->intact) << v->problem;
+  auto txn = log->read();
+  for (const Ack& a : acks) {
+    for (uint64_t s = a.first; s <= a.last; ++s) EXPECT_TRUE((*txn)->get(s).ok()) << s;
+  }
+  txn = Error{};
+  // With room again, the same log takes appends.
+  EXPECT_TRUE(log->append(testing::request("after", 1)).ok());
+}
+
+}  // namespace
+}  // namespace imaged::store

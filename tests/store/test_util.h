@@ -1,0 +1,78 @@
+// Helpers shared by the store's tests: temporary directories and payload builders.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <sys/types.h>
+
+#include <capnp/common.h>
+#include <kj/array.h>
+
+#include "store/event_log.h"
+
+namespace imaged::store::testing {
+
+// A fresh directory under $TMPDIR (or /tmp), removed with everything in it on destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string sub(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+// A Payload message (an imageDeleted event whose reason is `text`), flat.
+kj::Array<capnp::word> payload(const std::string& text);
+
+// A request of `n` events with reasons "<tag>-0", "<tag>-1", ...
+AppendRequest request(const std::string& stream, size_t n = 1, const std::string& tag = "e",
+                      ExpectedVersion expected = ExpectedVersion::any());
+
+// Decoded envelope fields of a stored event, for assertions.
+struct Decoded {
+  uint64_t sequence;
+  std::string streamId;
+  uint64_t streamVersion;
+  int64_t time;
+  std::string reason;  // the payload's imageDeleted.reason
+};
+Decoded decode(kj::ArrayPtr<const capnp::word> words);
+
+std::unique_ptr<EventLog> openLog(const std::string& path, bool readOnly = false,
+                                  size_t initialMapSize = size_t{1} << 30);
+
+}  // namespace imaged::store::testing
+
+namespace imaged::store::testing {
+
+// A child process with its stdout on a pipe, killed (SIGKILL) and reaped on destruction.
+class Child {
+ public:
+  explicit Child(const std::vector<std::string>& argv);
+  ~Child();
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+
+  // The next line of the child's stdout without its newline; false at end of file.
+  bool readLine(std::string* line);
+  void kill(int signal);
+  // Waits for the child to end; returns its exit status as waitpid gives it.
+  int wait();
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_ = -1;
+  int fd_ = -1;
+  std::string buffer_;
+  bool reaped_ = false;
+  int status_ = 0;
+};
+
+}  // namespace imaged::store::testing
