@@ -50,18 +50,27 @@ EVP_MD_CTX* threadDigestContext() {
   return ctx.get();
 }
 
+// SHA-256 fetched once: OpenSSL 3 otherwise looks the algorithm up (under a lock) every time.
+const EVP_MD* sha256() {
+  static const EVP_MD* md = [] {
+    const EVP_MD* fetched = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+    return fetched ? fetched : EVP_sha256();
+  }();
+  return md;
+}
+
 }  // namespace
 
-Hash chainHash(const Hash& prev, kj::ArrayPtr<const capnp::word> message, size_t hashOffset) {
+Hash chainHash(const Hash& prev, kj::ArrayPtr<const uint8_t> message, size_t hashOffset) {
   static constexpr uint8_t kZeros[kHashSize] = {};
-  const auto* bytes = reinterpret_cast<const uint8_t*>(message.begin());
-  const size_t size = message.size() * sizeof(capnp::word);
+  const uint8_t* bytes = message.begin();
+  const size_t size = message.size();
   if (hashOffset + kHashSize > size) throw std::logic_error("chainHash: hash offset out of range");
 
   EVP_MD_CTX* ctx = threadDigestContext();
   Hash out;
   unsigned int len = 0;
-  if (EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) != 1 ||
+  if (EVP_DigestInit_ex(ctx, sha256(), nullptr) != 1 ||
       EVP_DigestUpdate(ctx, prev.data(), prev.size()) != 1 ||
       EVP_DigestUpdate(ctx, bytes, hashOffset) != 1 ||
       EVP_DigestUpdate(ctx, kZeros, kHashSize) != 1 ||
@@ -83,8 +92,8 @@ Result<size_t> locateHash(kj::ArrayPtr<const capnp::word> message) {
     }
     return static_cast<size_t>(hash.begin() - base);
   } catch (const kj::Exception& e) {
-    return Error{"E_STORE_CORRUPT", std::string("the record does not decode: ") +
-                                        e.getDescription().cStr()};
+    return Error{"E_STORE_CORRUPT",
+                 std::string("the record does not decode: ") + e.getDescription().cStr()};
   }
 }
 

@@ -27,7 +27,11 @@ std::string streamKey(std::string_view streamId, uint64_t version);
 
 // SHA-256 over `prev` followed by `message` in which the 32 bytes at `hashOffset` are read as
 // zeros. This is the chain rule: an event's hash covers every byte of it but its own hash.
-Hash chainHash(const Hash& prev, kj::ArrayPtr<const capnp::word> message, size_t hashOffset);
+Hash chainHash(const Hash& prev, kj::ArrayPtr<const uint8_t> message, size_t hashOffset);
+inline Hash chainHash(const Hash& prev, kj::ArrayPtr<const capnp::word> message,
+                      size_t hashOffset) {
+  return chainHash(prev, message.asBytes(), hashOffset);
+}
 
 // Where, in bytes from the start of `message` (a flat Cap'n Proto message whose root is an
 // Event), the 32-byte `hash` field lies. Fails when the message does not decode or its hash

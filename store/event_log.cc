@@ -2,8 +2,11 @@
 
 #include <capnp/message.h>
 #include <capnp/serialize.h>
+#include <kj/io.h>
 #include <lmdb.h>
 
+#include <sys/resource.h>
+#include <sys/statvfs.h>
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -31,8 +34,12 @@ void check(int rc) {
   if (rc != MDB_SUCCESS) throw LmdbFailure{rc};
 }
 
-MDB_val val(const void* data, size_t size) { return MDB_val{size, const_cast<void*>(data)}; }
-MDB_val val(std::string_view s) { return val(s.data(), s.size()); }
+MDB_val val(const void* data, size_t size) {
+  return MDB_val{size, const_cast<void*>(data)};
+}
+MDB_val val(std::string_view s) {
+  return val(s.data(), s.size());
+}
 
 Error storageError(int rc, std::string_view what) {
   std::string message = std::string(what) + ": " + mdb_strerror(rc);
@@ -45,7 +52,9 @@ Error storageError(int rc, std::string_view what) {
   return Error{"E_STORAGE", message};
 }
 
-bool isAligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % sizeof(capnp::word) == 0; }
+bool isAligned(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % sizeof(capnp::word) == 0;
+}
 
 // The last version of `streamId` visible in `txn` (0: none).
 uint64_t lastStreamVersion(MDB_txn* txn, MDB_dbi dbi, std::string_view streamId) {
@@ -85,14 +94,35 @@ Status validate(const AppendRequest& r) {
   return Ok{};
 }
 
-// Builds one stored Event message: the envelope, a copy of the payload, and the chain hash
-// patched into place. Throws kj::Exception when the payload does not decode.
-kj::Array<capnp::word> encodeEvent(const AppendRequest& r, const kj::Array<capnp::word>& payload,
-                                   uint64_t sequence, uint64_t version, int64_t time,
-                                   const Hash& prev, Hash* hashOut) {
+capnp::ReaderOptions payloadLimits() {
   capnp::ReaderOptions limits;
   limits.traversalLimitInWords = kMaxEventBytes / sizeof(capnp::word);
-  capnp::FlatArrayMessageReader payloadReader(payload.asPtr(), limits);
+  return limits;
+}
+
+// Checks that every payload of the request decodes completely within the limits, so that
+// copying it into an event cannot fail half-way through a request.
+Status checkPayloads(const AppendRequest& r) {
+  for (size_t i = 0; i < r.payloads.size(); ++i) {
+    try {
+      capnp::FlatArrayMessageReader reader(r.payloads[i].asPtr(), payloadLimits());
+      reader.getRoot<schema::Payload>().totalSize();
+    } catch (const kj::Exception& e) {
+      return Error{"E_INVALID_ARGUMENT", "event " + std::to_string(i + 1) +
+                                             " of the request does not decode as a Payload: " +
+                                             e.getDescription().cStr()};
+    }
+  }
+  return Ok{};
+}
+
+// Writes one event record straight into LMDB's page (MDB_RESERVE, no intermediate copy): the
+// envelope, a copy of the payload, and the chain hash patched into place. Returns the hash.
+// The request must have passed checkPayloads().
+Hash putEvent(MDB_txn* txn, MDB_dbi dbi, const AppendRequest& r,
+              const kj::Array<capnp::word>& payload, uint64_t sequence, uint64_t version,
+              int64_t time, const Hash& prev) {
+  capnp::FlatArrayMessageReader payloadReader(payload.asPtr(), payloadLimits());
 
   // Sized so that the whole event fits in the first segment: one segment, one contiguous record.
   const size_t textBytes = r.streamId.size() + r.actor.tenant.size() + r.actor.client.size() +
@@ -111,17 +141,29 @@ kj::Array<capnp::word> encodeEvent(const AppendRequest& r, const kj::Array<capnp
   ev.setIdempotencyKey(r.idempotencyKey);
   ev.setPayload(payloadReader.getRoot<schema::Payload>());
   ev.setPrevHash(kj::arrayPtr(prev.data(), prev.size()));
-  ev.initHash(kHashSize);  // zeros while hashing
+  const auto* hashField = reinterpret_cast<const uint8_t*>(ev.initHash(kHashSize).begin());
 
-  auto words = capnp::messageToFlatArray(builder);
-  if (words.size() * sizeof(capnp::word) > kMaxEventBytes) {
-    KJ_FAIL_REQUIRE("event is larger than the 16 MiB limit");
+  // The flat form: a segment table, then the segments in order. Find the hash field in it.
+  auto segments = builder.getSegmentsForOutput();
+  size_t offset = (segments.size() / 2 + 1) * sizeof(capnp::word);  // the table
+  size_t hashOffset = SIZE_MAX;
+  for (auto segment : segments) {
+    const auto* begin = reinterpret_cast<const uint8_t*>(segment.begin());
+    const size_t bytes = segment.size() * sizeof(capnp::word);
+    if (hashField >= begin && hashField < begin + bytes) hashOffset = offset + (hashField - begin);
+    offset += bytes;
   }
-  auto offset = locateHash(words);
-  KJ_REQUIRE(offset.ok(), "freshly built event does not decode");
-  *hashOut = chainHash(prev, words, *offset);
-  std::memcpy(reinterpret_cast<uint8_t*>(words.begin()) + *offset, hashOut->data(), kHashSize);
-  return words;
+  KJ_REQUIRE(hashOffset != SIZE_MAX, "the hash field is outside the message");
+
+  auto key = encodeU64(sequence);
+  MDB_val k = val(key.data(), key.size()), d{offset, nullptr};
+  check(mdb_put(txn, dbi, &k, &d, MDB_APPEND | MDB_RESERVE));
+  auto* out = static_cast<uint8_t*>(d.mv_data);
+  kj::ArrayOutputStream stream(kj::arrayPtr(out, offset));
+  capnp::writeMessage(stream, segments);
+  const Hash hash = chainHash(prev, kj::arrayPtr(out, offset), hashOffset);
+  std::memcpy(out + hashOffset, hash.data(), kHashSize);
+  return hash;
 }
 
 }  // namespace
@@ -138,7 +180,9 @@ ReadTxn::ReadTxn(const EventLog& log, std::shared_lock<std::shared_mutex> lock, 
   }
 }
 
-ReadTxn::~ReadTxn() { mdb_txn_abort(txn_); }
+ReadTxn::~ReadTxn() {
+  mdb_txn_abort(txn_);
+}
 
 uint64_t ReadTxn::streamVersion(std::string_view streamId) const {
   try {
@@ -152,8 +196,8 @@ Status ReadTxn::visit(uint64_t sequence, const void* data, size_t size,
                       const std::function<bool(const EventRef&)>& fn, bool* more) const {
   if (size % sizeof(capnp::word) != 0) {
     return Error{"E_STORE_CORRUPT", "event " + std::to_string(sequence) +
-                                        " is not a whole number of words (" +
-                                        std::to_string(size) + " bytes)"};
+                                        " is not a whole number of words (" + std::to_string(size) +
+                                        " bytes)"};
   }
   const size_t n = size / sizeof(capnp::word);
   if (isAligned(data)) {
@@ -238,7 +282,10 @@ Result<std::unique_ptr<EventLog>> EventLog::open(Options options) {
   std::unique_ptr<EventLog> log(new EventLog(std::move(options)));
   if (auto s = log->openEnvironment(); !s.ok()) return s.error();
   if (auto s = log->loadHead(); !s.ok()) return s.error();
-  if (!log->options_.readOnly) log->writer_ = std::thread([l = log.get()] { l->writerLoop(); });
+  if (!log->options_.readOnly) {
+    log->writer_ = std::thread([l = log.get()] { l->writerLoop(); });
+    log->answerer_ = std::thread([l = log.get()] { l->answerLoop(); });
+  }
   return log;
 }
 
@@ -293,11 +340,12 @@ Status EventLog::openEnvironment() {
     const uint64_t format = data.mv_size == 8 ? decodeU64(data.mv_data) : UINT64_MAX;
     if (format > kFormatVersion) {
       mdb_txn_abort(txn);
-      return Error{"E_STORE_FORMAT",
-                   "the event log at " + path + " has format " +
-                       (format == UINT64_MAX ? std::string("(unreadable)") : std::to_string(format)) +
-                       ", newer than this program's " + std::to_string(kFormatVersion) +
-                       "; use a newer imaged (the log was left untouched)"};
+      return Error{
+          "E_STORE_FORMAT",
+          "the event log at " + path + " has format " +
+              (format == UINT64_MAX ? std::string("(unreadable)") : std::to_string(format)) +
+              ", newer than this program's " + std::to_string(kFormatVersion) +
+              "; use a newer imaged (the log was left untouched)"};
     }
   } else if (rc == MDB_NOTFOUND && !options_.readOnly) {
     auto v = encodeU64(kFormatVersion);
@@ -359,6 +407,12 @@ EventLog::~EventLog() {
   queueCv_.notify_all();
   commitCv_.notify_all();
   if (writer_.joinable()) writer_.join();
+  {
+    std::lock_guard lk(completionMutex_);
+    writerDone_ = true;
+  }
+  completionCv_.notify_all();
+  if (answerer_.joinable()) answerer_.join();
   if (env_) mdb_env_close(env_);
 }
 
@@ -407,9 +461,8 @@ uint64_t EventLog::waitForSequence(uint64_t after, std::chrono::milliseconds tim
       }
       auto now = std::chrono::steady_clock::now();
       if (now >= deadline) return lastSequence();
-      std::this_thread::sleep_for(
-          std::min<std::chrono::steady_clock::duration>(std::chrono::milliseconds(20),
-                                                        deadline - now));
+      std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
+          std::chrono::milliseconds(20), deadline - now));
     }
   }
   std::unique_lock lk(mutex_);
@@ -471,8 +524,8 @@ Result<VerifyReport> EventLog::verify() const {
         return fail(e.sequence(), "chain broken: prevHash is not the previous event's hash");
       }
     } catch (const kj::Exception& ex) {
-      return fail(e.sequence(), std::string("the record does not decode: ") +
-                                    ex.getDescription().cStr());
+      return fail(e.sequence(),
+                  std::string("the record does not decode: ") + ex.getDescription().cStr());
     }
     Hash computed = chainHash(prev, e.words(), *offset);
     const auto* stored = reinterpret_cast<const uint8_t*>(e.words().begin()) + *offset;
@@ -515,7 +568,13 @@ void EventLog::appendAsync(AppendRequest request, AppendCallback done) {
     done(Error{"E_READ_ONLY", "the event log was opened read-only"});
     return;
   }
+  // Checked here, on the caller's thread, so that the writer only copies payloads known to be
+  // whole: a request can then not fail half-way through being written.
   if (auto s = validate(request); !s.ok()) {
+    done(s.error());
+    return;
+  }
+  if (auto s = checkPayloads(request); !s.ok()) {
     done(s.error());
     return;
   }
@@ -533,9 +592,8 @@ void EventLog::appendAsync(AppendRequest request, AppendCallback done) {
 Result<AppendResult> EventLog::append(AppendRequest request) {
   std::promise<Result<AppendResult>> promise;
   auto future = promise.get_future();
-  appendAsync(std::move(request), [&promise](Result<AppendResult> r) {
-    promise.set_value(std::move(r));
-  });
+  appendAsync(std::move(request),
+              [&promise](Result<AppendResult> r) { promise.set_value(std::move(r)); });
   return future.get();
 }
 
@@ -548,8 +606,52 @@ void EventLog::writerLoop() {
       if (queue_.empty()) return;  // closing, and everything queued was answered
       batch.swap(queue_);
     }
-    commitBatch(batch);
+    Completion c = commitBatch(batch);
+    {
+      std::lock_guard lk(completionMutex_);
+      completions_.push_back(std::move(c));
+    }
+    completionCv_.notify_one();
   }
+}
+
+void EventLog::answerLoop() {
+  for (;;) {
+    std::deque<Completion> ready;
+    {
+      std::unique_lock lk(completionMutex_);
+      completionCv_.wait(lk, [&] { return !completions_.empty() || writerDone_; });
+      if (completions_.empty()) return;
+      ready.swap(completions_);
+    }
+    std::function<void(uint64_t)> listener;
+    {
+      std::lock_guard lk(mutex_);
+      listener = commitListener_;
+    }
+    for (Completion& c : ready) {
+      for (size_t i = 0; i < c.batch.size(); ++i) c.batch[i].done(std::move(c.results[i]));
+      if (c.committed && listener) listener(c.lastSequence);
+    }
+  }
+}
+
+Error EventLog::writeError(int rc, std::string_view what) const {
+  // LMDB reports a short write as EIO, which is what a full disk (or a file size limit) yields
+  // part-way through a commit. Tell that case apart, so that the operator is told what to fix.
+  if (rc == EIO) {
+    struct statvfs fs {};
+    const bool diskLow = statvfs(options_.path.c_str(), &fs) == 0 &&
+                         static_cast<uint64_t>(fs.f_bavail) * fs.f_frsize < (uint64_t{64} << 20);
+    rlimit limit{};
+    std::error_code ec;
+    const auto fileSize = std::filesystem::file_size(options_.path + "/data.mdb", ec);
+    const bool overLimit = getrlimit(RLIMIT_FSIZE, &limit) == 0 &&
+                           limit.rlim_cur != RLIM_INFINITY && !ec &&
+                           fileSize + (uint64_t{64} << 20) > limit.rlim_cur;
+    if (diskLow || overLimit) rc = ENOSPC;
+  }
+  return storageError(rc, what);
 }
 
 Status EventLog::growMap() {
@@ -561,7 +663,7 @@ Status EventLog::growMap() {
   return Ok{};
 }
 
-void EventLog::commitBatch(std::vector<Pending>& batch) {
+EventLog::Completion EventLog::commitBatch(std::vector<Pending>& batch) {
   std::vector<Result<AppendResult>> results;
   Head head;
   std::optional<Error> batchError;
@@ -587,16 +689,18 @@ void EventLog::commitBatch(std::vector<Pending>& batch) {
           int grc = mdb_get(txn, idempotencyDbi_, &k, &d);
           if (grc == MDB_SUCCESS && d.mv_size == 24) {
             const auto* b = static_cast<const uint8_t*>(d.mv_data);
-            results.push_back(AppendResult{decodeU64(b), decodeU64(b + 8), decodeU64(b + 16), true});
+            results.push_back(
+                AppendResult{decodeU64(b), decodeU64(b + 8), decodeU64(b + 16), true});
             continue;
           }
           if (grc != MDB_NOTFOUND && grc != MDB_SUCCESS) check(grc);
         }
         const uint64_t current = lastStreamVersion(txn, streamsDbi_, r.streamId);
         const auto& ex = r.expected;
-        const bool expectedOk = ex.kind == ExpectedVersion::Kind::kAny ||
-                                (ex.kind == ExpectedVersion::Kind::kNoStream && current == 0) ||
-                                (ex.kind == ExpectedVersion::Kind::kExactly && current == ex.version);
+        const bool expectedOk =
+            ex.kind == ExpectedVersion::Kind::kAny ||
+            (ex.kind == ExpectedVersion::Kind::kNoStream && current == 0) ||
+            (ex.kind == ExpectedVersion::Kind::kExactly && current == ex.version);
         if (!expectedOk) {
           const std::string want = ex.kind == ExpectedVersion::Kind::kNoStream
                                        ? std::string("no stream")
@@ -606,43 +710,20 @@ void EventLog::commitBatch(std::vector<Pending>& batch) {
                                                             ", expected " + want});
           continue;
         }
-        // Encode every event first: a payload that does not decode fails the request before
-        // any of it is written.
-        std::vector<kj::Array<capnp::word>> encoded;
         Head h = head;
-        Error encodeError;
-        bool encodedAll = true;
+        h.time = std::max(h.time, now());  // one time for the request's events
+        std::string sk = streamKey(r.streamId, 0);
         for (size_t i = 0; i < r.payloads.size(); ++i) {
-          h.time = std::max(h.time, now());
-          Hash hash;
-          try {
-            encoded.push_back(encodeEvent(r, r.payloads[i], h.sequence + 1, current + i + 1,
-                                          h.time, h.hash, &hash));
-          } catch (const kj::Exception& e) {
-            encodeError = Error{"E_INVALID_ARGUMENT", "event " + std::to_string(i + 1) +
-                                                          " of the request: " +
-                                                          e.getDescription().cStr()};
-            encodedAll = false;
-            break;
-          }
+          const uint64_t version = current + 1 + i;
+          h.hash =
+              putEvent(txn, eventsDbi_, r, r.payloads[i], h.sequence + 1, version, h.time, h.hash);
           h.sequence += 1;
-          h.hash = hash;
-        }
-        if (!encodedAll) {
-          results.push_back(std::move(encodeError));
-          continue;
-        }
-        for (size_t i = 0; i < encoded.size(); ++i) {
-          const uint64_t seq = head.sequence + 1 + i;
-          auto seqKey = encodeU64(seq);
-          MDB_val k = val(seqKey.data(), seqKey.size());
-          MDB_val d = val(encoded[i].begin(), encoded[i].size() * sizeof(capnp::word));
-          check(mdb_put(txn, eventsDbi_, &k, &d, MDB_APPEND));
-          std::string sk = streamKey(r.streamId, current + 1 + i);
+          auto seqKey = encodeU64(h.sequence), versionKey = encodeU64(version);
+          std::memcpy(sk.data() + sk.size() - 8, versionKey.data(), 8);
           MDB_val skv = val(sk), sd = val(seqKey.data(), seqKey.size());
           check(mdb_put(txn, streamsDbi_, &skv, &sd, MDB_NOOVERWRITE));
         }
-        AppendResult result{head.sequence + 1, h.sequence, current + encoded.size(), false};
+        AppendResult result{head.sequence + 1, h.sequence, current + r.payloads.size(), false};
         if (!r.idempotencyKey.empty()) {
           uint8_t v[24];
           auto a = encodeU64(result.firstSequence), b = encodeU64(result.lastSequence),
@@ -671,7 +752,7 @@ void EventLog::commitBatch(std::vector<Pending>& batch) {
         }
         continue;
       }
-      batchError = storageError(f.rc, "writing events");
+      batchError = writeError(f.rc, "writing events");
       break;
     }
     rc = mdb_txn_commit(txn);  // writes and fsyncs; frees txn whatever the outcome
@@ -682,12 +763,11 @@ void EventLog::commitBatch(std::vector<Pending>& batch) {
       }
       continue;
     }
-    if (rc != MDB_SUCCESS) batchError = storageError(rc, "committing events");
+    if (rc != MDB_SUCCESS) batchError = writeError(rc, "committing events");
     break;
   }
 
-  std::function<void(uint64_t)> listener;
-  uint64_t last = 0;
+  Completion c;
   {
     std::lock_guard lk(mutex_);
     if (!batchError) {
@@ -695,14 +775,14 @@ void EventLog::commitBatch(std::vector<Pending>& batch) {
       stats_.events += head.sequence - head_.sequence;
       head_ = head;
     }
-    last = head_.sequence;
-    listener = commitListener_;
+    c.lastSequence = head_.sequence;
   }
   if (!batchError) commitCv_.notify_all();
-  for (size_t i = 0; i < batch.size(); ++i) {
-    batch[i].done(batchError ? Result<AppendResult>(*batchError) : std::move(results[i]));
-  }
-  if (!batchError && listener) listener(last);
+  c.committed = !batchError;
+  if (batchError) results.assign(batch.size(), *batchError);
+  c.results = std::move(results);
+  c.batch = std::move(batch);
+  return c;
 }
 
 }  // namespace imaged::store

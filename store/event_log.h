@@ -18,12 +18,14 @@
 //
 // Threads: one writer thread owns the write transaction. Appends from any thread are queued; all
 // those queued while a commit is in flight go into the next transaction, one fsync for all of them
-// (group commit). Every method may be called from any thread.
+// (group commit). An answer thread runs the callbacks, so that waking callers overlaps the next
+// commit. Every method may be called from any thread.
 #pragma once
 
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -93,8 +95,8 @@ struct AppendResult {
   bool operator==(const AppendResult&) const = default;
 };
 
-// Called on the writer thread once the request's outcome is durable (or has failed). Keep it
-// short (post the result to another thread): the next commit waits for it.
+// Called on the store's answer thread once the request's outcome is durable (or has failed),
+// in commit order. Keep it short (post the result to another thread): later answers wait for it.
 using AppendCallback = std::function<void(Result<AppendResult>)>;
 
 // A stored event inside a ReadTxn: zero-copy view into LMDB's map, valid until the ReadTxn ends.
@@ -187,7 +189,7 @@ class EventLog {
   EventLog(const EventLog&) = delete;
   EventLog& operator=(const EventLog&) = delete;
 
-  // Queues a request; `done` runs on the writer thread after the outcome is durable. Errors:
+  // Queues a request; `done` runs on the answer thread after the outcome is durable. Errors:
   // E_VERSION_CONFLICT, E_INVALID_ARGUMENT, E_STORAGE_FULL (disk full), E_STORAGE (I/O error),
   // E_READ_ONLY. A failed request wrote nothing.
   void appendAsync(AppendRequest request, AppendCallback done);
@@ -206,8 +208,8 @@ class EventLog {
   // lastSequence(). A read-only log polls the file, as it hears no commits.
   uint64_t waitForSequence(uint64_t after, std::chrono::milliseconds timeout) const;
 
-  // Called on the writer thread after every commit with the new last sequence. One listener;
-  // set it before appending. Keep it short.
+  // Called on the answer thread after every commit, once its appends are answered, with the new
+  // last sequence. One listener; set it before appending. Keep it short.
   void setCommitListener(std::function<void(uint64_t lastSequence)> listener);
 
   // Walks the whole log in one snapshot: sequence keys without gaps, each record decodes, its
@@ -245,9 +247,20 @@ class EventLog {
   explicit EventLog(Options options);
   Status openEnvironment();
   Status loadHead();
+  // The outcome of one transaction, answered by the answer thread so that waking callers
+  // overlaps the writer's next transaction.
+  struct Completion {
+    std::vector<Pending> batch;
+    std::vector<Result<AppendResult>> results;  // one per batch entry
+    bool committed = false;
+    uint64_t lastSequence = 0;
+  };
+
   void writerLoop();
-  void commitBatch(std::vector<Pending>& batch);
+  void answerLoop();
+  Completion commitBatch(std::vector<Pending>& batch);
   Status growMap();
+  Error writeError(int rc, std::string_view what) const;
   int64_t now() const;
 
   Options options_;
@@ -258,7 +271,7 @@ class EventLog {
   // (LMDB requires no live transaction in the process then).
   mutable std::shared_mutex resizeMutex_;
 
-  mutable std::mutex mutex_;  // guards the fields below
+  mutable std::mutex mutex_;                  // guards the fields below
   mutable std::condition_variable queueCv_;   // writer waits for work
   mutable std::condition_variable commitCv_;  // waitForSequence waits for commits
   std::vector<Pending> queue_;
@@ -267,7 +280,13 @@ class EventLog {
   Stats stats_;
   std::function<void(uint64_t)> commitListener_;
 
+  std::mutex completionMutex_;  // guards the two fields below
+  std::condition_variable completionCv_;
+  std::deque<Completion> completions_;
+  bool writerDone_ = false;
+
   std::thread writer_;
+  std::thread answerer_;
 };
 
 }  // namespace imaged::store

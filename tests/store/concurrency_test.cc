@@ -64,21 +64,24 @@ TEST(Concurrency, ManyAppendersManyStreamsNoGapsPerStreamOrderAndExpectedVersion
   std::map<std::string, uint64_t> streamVersions;
   std::map<int, int> lastIndexOfThread;
   std::set<std::string> tags;
-  ASSERT_TRUE((*txn)->forEach(1, [&](const EventRef& e) {
-                  auto d = decode(e.words());
-                  EXPECT_EQ(d.sequence, expectedSeq++);
-                  EXPECT_EQ(d.streamVersion, ++streamVersions[d.streamId]);
-                  const std::string tag = d.reason.substr(0, d.reason.rfind('-'));
-                  EXPECT_TRUE(tags.insert(tag).second) << "duplicate " << tag;
-                  const int thread = std::stoi(tag.substr(1, tag.find('-') - 1));
-                  const int index = std::stoi(tag.substr(tag.find('-') + 1));
-                  auto it = lastIndexOfThread.find(thread);
-                  if (it != lastIndexOfThread.end()) {
-                    EXPECT_GT(index, it->second);
-                  }
-                  lastIndexOfThread[thread] = index;
-                  return true;
-                }).ok());
+  ASSERT_TRUE((*txn)
+                  ->forEach(1,
+                            [&](const EventRef& e) {
+                              auto d = decode(e.words());
+                              EXPECT_EQ(d.sequence, expectedSeq++);
+                              EXPECT_EQ(d.streamVersion, ++streamVersions[d.streamId]);
+                              const std::string tag = d.reason.substr(0, d.reason.rfind('-'));
+                              EXPECT_TRUE(tags.insert(tag).second) << "duplicate " << tag;
+                              const int thread = std::stoi(tag.substr(1, tag.find('-') - 1));
+                              const int index = std::stoi(tag.substr(tag.find('-') + 1));
+                              auto it = lastIndexOfThread.find(thread);
+                              if (it != lastIndexOfThread.end()) {
+                                EXPECT_GT(index, it->second);
+                              }
+                              lastIndexOfThread[thread] = index;
+                              return true;
+                            })
+                  .ok());
   EXPECT_EQ(tags.size(), total);
   auto v = log->verify();
   ASSERT_TRUE(v.ok());

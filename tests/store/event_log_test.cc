@@ -261,13 +261,18 @@ TEST(EventLog, ReadsFromASequenceNumberAndStopsWhenAsked) {
 TEST(EventLog, StoredRecordsAreWordAlignedInTheMapSoReadsAreZeroCopy) {
   TempDir dir;
   auto log = openLog(dir.path());
-  for (int i = 0; i < 50; ++i) ASSERT_TRUE(log->append(request("s" + std::to_string(i % 7), 1 + i % 4)).ok());
+  for (int i = 0; i < 50; ++i)
+    ASSERT_TRUE(log->append(request("s" + std::to_string(i % 7), 1 + i % 4)).ok());
   auto txn = log->read();
   int misaligned = 0;
-  ASSERT_TRUE((*txn)->forEach(1, [&](const EventRef& e) {
-                  if (reinterpret_cast<uintptr_t>(e.words().begin()) % 8 != 0) ++misaligned;
-                  return true;
-                }).ok());
+  ASSERT_TRUE((*txn)
+                  ->forEach(1,
+                            [&](const EventRef& e) {
+                              if (reinterpret_cast<uintptr_t>(e.words().begin()) % 8 != 0)
+                                ++misaligned;
+                              return true;
+                            })
+                  .ok());
   EXPECT_EQ(misaligned, 0);
 }
 
@@ -322,7 +327,8 @@ TEST(EventLog, VerifyNamesAnEventWhoseBytesChanged) {
   TempDir dir;
   {
     auto log = openLog(dir.path());
-    for (int i = 0; i < 10; ++i) ASSERT_TRUE(log->append(request("s", 1, "e" + std::to_string(i))).ok());
+    for (int i = 0; i < 10; ++i)
+      ASSERT_TRUE(log->append(request("s", 1, "e" + std::to_string(i))).ok());
   }
   editRaw(dir.path(), [](MDB_txn* txn, MDB_dbi dbi) {
     std::string bytes = getRaw(txn, dbi, 6);
@@ -383,7 +389,8 @@ TEST(EventLog, VerifyNamesARecordThatDoesNotDecode) {
     auto log = openLog(dir.path());
     ASSERT_TRUE(log->append(request("s", 5)).ok());
   }
-  editRaw(dir.path(), [](MDB_txn* txn, MDB_dbi dbi) { putRaw(txn, dbi, 2, std::string(24, '\xff')); });
+  editRaw(dir.path(),
+          [](MDB_txn* txn, MDB_dbi dbi) { putRaw(txn, dbi, 2, std::string(24, '\xff')); });
   auto log = openLog(dir.path());
   auto v = log->verify();
   ASSERT_TRUE(v.ok());
@@ -400,8 +407,8 @@ TEST(EventLog, OpenRefusesAHeadThatDoesNotMatchTheLastEvent) {
   }
   editRaw(dir.path(), [](MDB_txn* txn, MDB_dbi dbi) {
     std::string bytes = getRaw(txn, dbi, 3);
-    auto offset = locateHash(kj::arrayPtr(reinterpret_cast<const capnp::word*>(bytes.data()),
-                                          bytes.size() / 8));
+    auto offset = locateHash(
+        kj::arrayPtr(reinterpret_cast<const capnp::word*>(bytes.data()), bytes.size() / 8));
     ASSERT_TRUE(offset.ok());
     bytes[*offset] ^= 0x01;
     putRaw(txn, dbi, 3, bytes);

@@ -3,7 +3,8 @@
 // the parent test can read what was acknowledged before it kills this process.
 //
 //   store_tool append-loop DIR THREADS    append forever; print "ack SEQ STREAM TAG" per append
-//   store_tool fill DIR MAX_FILE_BYTES    like append-loop with RLIMIT_FSIZE; print "error CODE"
+//   store_tool fill DIR MAX_FILE_BYTES    like append-loop with RLIMIT_FSIZE; print "error CODE",
+//                                         then lift the limit, append again: "after ack SEQ"
 //   store_tool hold-reader DIR            open read-only, begin a read, print "ready", sleep
 //   store_tool watch DIR UNTIL            read snapshots until UNTIL events are seen; exit 0 if
 //                                         every snapshot was a gapless, verified prefix
@@ -47,7 +48,7 @@ std::unique_ptr<EventLog> open(const std::string& dir, bool readOnly) {
   return std::move(log).value();
 }
 
-int appendLoop(const std::string& dir, int threads) {
+int appendLoop(const std::string& dir, int threads, bool retryAfterError = false) {
   auto log = open(dir, false);
   std::atomic<bool> failed{false};
   std::vector<std::thread> workers;
@@ -68,6 +69,13 @@ int appendLoop(const std::string& dir, int threads) {
     });
   }
   for (auto& w : workers) w.join();
+  if (retryAfterError) {
+    // Room again (the soft file size limit lifted): the same open log must take appends.
+    rlimit lim{RLIM_INFINITY, RLIM_INFINITY};
+    setrlimit(RLIMIT_FSIZE, &lim);
+    auto r = log->append(testing::request("after", 1, "after"));
+    say(r.ok() ? "after ack " + std::to_string(r->lastSequence) : "after error " + r.error().code);
+  }
   return 0;
 }
 
@@ -86,8 +94,10 @@ int watch(const std::string& dir, uint64_t until) {
     o.path = dir;
     o.readOnly = true;
     auto r = EventLog::open(std::move(o));
-    if (r.ok()) log = std::move(r).value();
-    else std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    if (r.ok())
+      log = std::move(r).value();
+    else
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   if (!log) return say("error cannot open"), 3;
   uint64_t lastSeen = 0, snapshots = 0;
@@ -123,10 +133,9 @@ int main(int argc, char** argv) {
   if (mode == "append-loop") return appendLoop(dir, argc > 3 ? std::atoi(argv[3]) : 1);
   if (mode == "fill") {
     signal(SIGXFSZ, SIG_IGN);  // a write past the limit then fails with EFBIG, like a full disk
-    rlimit lim{};
-    lim.rlim_cur = lim.rlim_max = std::strtoull(argv[3], nullptr, 10);
+    rlimit lim{std::strtoull(argv[3], nullptr, 10), RLIM_INFINITY};
     setrlimit(RLIMIT_FSIZE, &lim);
-    return appendLoop(dir, 2);
+    return appendLoop(dir, 2, /*retryAfterError=*/true);
   }
   if (mode == "hold-reader") return holdReader(dir);
   if (mode == "watch") return watch(dir, std::strtoull(argv[3], nullptr, 10));

@@ -110,7 +110,9 @@ bool Child::readLine(std::string* line) {
   }
 }
 
-void Child::kill(int signal) { ::kill(pid_, signal); }
+void Child::kill(int signal) {
+  ::kill(pid_, signal);
+}
 
 int Child::wait() {
   if (!reaped_) {

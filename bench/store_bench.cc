@@ -1,0 +1,232 @@
+// Benchmarks of store/ against raw LMDB doing the same I/O: same value sizes, same commit
+// batching, same sync policy, same data directory.
+// Usage: store_bench DATA_DIR [--quick] [--only concurrent|bulk|scan]
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <lmdb.h>
+
+#include <atomic>
+#include <cstring>
+#include <filesystem>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bench_util.h"
+#include "store/event_log.h"
+
+using namespace imaged;
+using namespace imaged::store;
+using imaged::bench::report;
+using imaged::bench::Stopwatch;
+
+namespace {
+
+kj::Array<capnp::word> payloadOf(size_t bytes) {
+  capnp::MallocMessageBuilder b;
+  b.initRoot<schema::Payload>().initImageDeleted().setReason(std::string(bytes, 'x'));
+  return capnp::messageToFlatArray(b);
+}
+
+// A 256-byte event: the payload's text is sized so that the payload message is 256 bytes.
+kj::Array<capnp::word> payload256() {
+  return payloadOf(256 - 4 * 8 - 1);
+}
+
+std::unique_ptr<EventLog> openLog(const std::string& path) {
+  EventLog::Options o;
+  o.path = path;
+  o.initialMapSize = size_t{8} << 30;
+  auto log = EventLog::open(std::move(o));
+  if (!log.ok()) throw std::runtime_error(log.error().message);
+  return std::move(log).value();
+}
+
+size_t storedRecordBytes(const EventLog& log) {
+  auto txn = log.read();
+  auto e = (*txn)->get(1);
+  return e->words.size() * sizeof(capnp::word);
+}
+
+// Raw LMDB: `total` values of `valueBytes` under u64 big-endian keys with MDB_APPEND, `batch`
+// per durable commit. Returns values per second.
+double rawAppend(const std::string& path, uint64_t total, size_t batch, size_t valueBytes) {
+  std::filesystem::create_directories(path);
+  MDB_env* env;
+  mdb_env_create(&env);
+  mdb_env_set_maxdbs(env, 4);
+  mdb_env_set_mapsize(env, size_t{8} << 30);
+  if (mdb_env_open(env, path.c_str(), MDB_NOTLS, 0600) != 0) throw std::runtime_error("raw open");
+  MDB_txn* txn;
+  MDB_dbi dbi;
+  mdb_txn_begin(env, nullptr, 0, &txn);
+  mdb_dbi_open(txn, "events", MDB_CREATE, &dbi);
+  mdb_txn_commit(txn);
+  std::vector<char> value(valueBytes, 'v');
+  Stopwatch sw;
+  uint64_t seq = 0;
+  while (seq < total) {
+    mdb_txn_begin(env, nullptr, 0, &txn);
+    for (size_t i = 0; i < batch && seq < total; ++i) {
+      auto k = encodeU64(++seq);
+      MDB_val key{8, k.data()}, data{value.size(), value.data()};
+      if (mdb_put(txn, dbi, &key, &data, MDB_APPEND) != 0) throw std::runtime_error("raw put");
+    }
+    if (mdb_txn_commit(txn) != 0) throw std::runtime_error("raw commit");
+  }
+  const double rate = total / sw.seconds();
+  mdb_env_close(env);
+  return rate;
+}
+
+// Raw LMDB cursor scan touching every value's bytes. Returns values per second.
+double rawScan(const std::string& path, uint64_t* count) {
+  MDB_env* env;
+  mdb_env_create(&env);
+  mdb_env_set_maxdbs(env, 8);
+  if (mdb_env_open(env, path.c_str(), MDB_NOTLS | MDB_RDONLY, 0600) != 0) {
+    throw std::runtime_error("raw scan open");
+  }
+  MDB_txn* txn;
+  MDB_dbi dbi;
+  mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn);
+  mdb_dbi_open(txn, "events", 0, &dbi);
+  MDB_cursor* c;
+  mdb_cursor_open(txn, dbi, &c);
+  MDB_val k, v;
+  uint64_t n = 0, sum = 0;
+  Stopwatch sw;
+  for (int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+       rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+    sum += static_cast<const uint8_t*>(v.mv_data)[v.mv_size - 1] + v.mv_size;  // touch the value
+    ++n;
+  }
+  const double rate = n / sw.seconds();
+  mdb_cursor_close(c);
+  mdb_txn_abort(txn);
+  mdb_env_close(env);
+  *count = n + (sum == 0 ? 1 : 0);
+  return rate;
+}
+
+void benchConcurrent(const std::string& dir, bool quick) {
+  constexpr int kAppenders = 64;
+  const int perThread = quick ? 40 : 200;
+  const std::string ours = dir + "/concurrent64", raw = dir + "/concurrent64-raw";
+  double rate, averageBatch;
+  size_t recordBytes;
+  {
+    auto log = openLog(ours);
+    auto one = payload256();
+    std::atomic<bool> failed{false};
+    Stopwatch sw;
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kAppenders; ++t) {
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < perThread; ++i) {
+          AppendRequest r;
+          r.streamId = "image/bench/" + std::to_string(t);
+          r.payloads.push_back(kj::heapArray<capnp::word>(one.asPtr()));
+          if (!log->append(std::move(r)).ok()) failed = true;
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    rate = kAppenders * perThread / sw.seconds();
+    if (failed) throw std::runtime_error("an append failed");
+    auto stats = log->stats();
+    averageBatch = static_cast<double>(stats.events) / stats.commits;
+    recordBytes = storedRecordBytes(*log);
+  }
+  const double base =
+      rawAppend(raw, kAppenders * perThread, static_cast<size_t>(averageBatch + 0.5), recordBytes);
+  report("store.append.concurrent64", "events/s", rate, "lmdb.mdb_put.append", base,
+         "\"events_per_commit\": " + std::to_string(averageBatch) +
+             ", \"record_bytes\": " + std::to_string(recordBytes));
+}
+
+void benchBulk(const std::string& dir, bool quick, uint64_t totalEvents) {
+  constexpr size_t kBatch = 10'000;
+  const std::string ours = dir + "/bulk", raw = dir + "/bulk-raw";
+  double rate;
+  size_t recordBytes;
+  {
+    auto log = openLog(ours);
+    auto one = payload256();
+    Stopwatch sw;
+    for (uint64_t done = 0; done < totalEvents; done += kBatch) {
+      AppendRequest r;
+      r.streamId = "image/bench/" + std::to_string(done / kBatch % 100);
+      for (size_t i = 0; i < kBatch; ++i)
+        r.payloads.push_back(kj::heapArray<capnp::word>(one.asPtr()));
+      auto res = log->append(std::move(r));
+      if (!res.ok()) throw std::runtime_error(res.error().message);
+    }
+    rate = totalEvents / sw.seconds();
+    recordBytes = storedRecordBytes(*log);
+  }
+  const double base = rawAppend(raw, totalEvents, kBatch, recordBytes);
+  report("store.append.bulk", "events/s", rate, "lmdb.mdb_put.append", base,
+         "\"events_per_commit\": 10000, \"record_bytes\": " + std::to_string(recordBytes));
+  (void)quick;
+}
+
+void benchScan(const std::string& dir) {
+  // Scans the log written by benchBulk (1 M events unless --quick).
+  const std::string path = dir + "/bulk";
+  uint64_t ours = 0;
+  double rate;
+  {
+    auto log = openLog(path);
+    auto txn = log->read();
+    uint64_t checksum = 0;
+    Stopwatch sw;
+    auto s = (*txn)->forEach(1, [&](const EventRef& e) {
+      capnp::FlatArrayMessageReader reader(e.words());
+      auto ev = reader.getRoot<schema::Event>();
+      checksum += ev.getSequence() + ev.getStreamVersion() + static_cast<uint64_t>(ev.getTime()) +
+                  static_cast<uint16_t>(ev.getPayload().which());
+      ++ours;
+      return true;
+    });
+    rate = ours / sw.seconds();
+    if (!s.ok() || checksum == 0) throw std::runtime_error("scan failed");
+  }
+  uint64_t rawCount = 0;
+  const double base = rawScan(path, &rawCount);
+  report("store.scan", "events/s", rate, "lmdb.cursor.scan", base,
+         "\"events\": " + std::to_string(ours));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: store_bench DATA_DIR [--quick]\n");
+    return 2;
+  }
+  const std::string dir = argv[1];
+  bool quick = false;
+  std::string only;  // --only concurrent|bulk|scan (scan needs bulk's log)
+  for (int i = 2; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--quick")
+      quick = true;
+    else if (a == "--only" && i + 1 < argc)
+      only = argv[++i];
+  }
+  auto wanted = [&](const std::string& name) { return only.empty() || only == name; };
+  if (only != "scan") std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  try {
+    if (wanted("concurrent")) benchConcurrent(dir, quick);
+    if (wanted("bulk")) benchBulk(dir, quick, quick ? 100'000 : 1'000'000);
+    if (wanted("scan")) benchScan(dir);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "store_bench: %s\n", e.what());
+    return 1;
+  }
+  if (only.empty()) std::filesystem::remove_all(dir);
+  return 0;
+}
