@@ -10,18 +10,6 @@
 
 namespace imaged::store::testing {
 
-TempDir::TempDir() {
-  const char* base = std::getenv("TMPDIR");
-  std::string tmpl = std::string(base && *base ? base : "/tmp") + "/imaged-test-XXXXXX";
-  if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
-  path_ = tmpl;
-}
-
-TempDir::~TempDir() {
-  std::error_code ec;
-  std::filesystem::remove_all(path_, ec);
-}
-
 kj::Array<capnp::word> payload(const std::string& text) {
   capnp::MallocMessageBuilder b;
   b.initRoot<schema::Payload>().initImageDeleted().setReason(text);

@@ -11,22 +11,11 @@
 #include <kj/array.h>
 
 #include "store/event_log.h"
+#include "tests/common/temp_dir.h"
 
 namespace imaged::store::testing {
 
-// A fresh directory under $TMPDIR (or /tmp), removed with everything in it on destruction.
-class TempDir {
- public:
-  TempDir();
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-  std::string sub(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
-};
+using imaged::testing::TempDir;
 
 // A Payload message (an imageDeleted event whose reason is `text`), flat.
 kj::Array<capnp::word> payload(const std::string& text);
