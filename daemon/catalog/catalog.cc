@@ -102,6 +102,12 @@ std::vector<std::string_view> Catalog::slots(PackageId id) const {
   return out;
 }
 
+std::span<const PackageId> Catalog::slotMembers(std::string_view name) const {
+  auto it = slotMembers_.find(name);
+  if (it == slotMembers_.end()) return {};
+  return it->second;
+}
+
 std::vector<PackageId> Catalog::candidates(const Atom& atom) const {
   struct Candidate {
     PackageId id;
@@ -199,6 +205,7 @@ void Catalog::index() {
     byName_[r.name].records.push_back(id);
     for (uint32_t p = 0; p < r.provides.size(); ++p)
       byProvide_[r.provides[p].name].push_back({id, p});
+    for (std::string_view slot : slots(id)) slotMembers_[slot].push_back(id);
   }
   for (auto& [name, info] : byName_) {
     std::stable_sort(info.records.begin(), info.records.end(), [&](PackageId a, PackageId b) {

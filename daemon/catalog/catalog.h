@@ -88,6 +88,8 @@ class Catalog {
   // The names of the provides of `id` that carry a version, plus its own name: at most one
   // installed package may take each of them.
   std::vector<std::string_view> slots(PackageId id) const;
+  // Every record that takes the slot `name`: records so named and versioned providers of it.
+  std::span<const PackageId> slotMembers(std::string_view name) const;
 
   // Packages by name, description or version; one hit per name, best first (exact name, name
   // prefix, name substring, version, description words), then by name; at most `limit`.
@@ -119,6 +121,7 @@ class Catalog {
   std::vector<Entry> packages_;
   std::unordered_map<std::string_view, NameInfo> byName_;
   std::unordered_map<std::string_view, std::vector<ProvideRef>> byProvide_;
+  std::unordered_map<std::string_view, std::vector<PackageId>> slotMembers_;
   std::vector<std::string_view> sortedNames_;  // for search, in name order
   std::string digest_;
 };
