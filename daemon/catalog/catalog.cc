@@ -129,19 +129,23 @@ std::vector<PackageId> Catalog::candidates(const Atom& atom) const {
       found.push_back({ref.id, false, p.version});
     }
   }
-  std::stable_sort(found.begin(), found.end(), [&](const Candidate& a, const Candidate& b) {
-    if (a.direct != b.direct) return a.direct;
-    if (a.version.empty() != b.version.empty()) return b.version.empty();
-    if (int c = compareVersions(a.version, b.version); c != 0) return c > 0;
-    const PackageRecord& ra = package(a.id);
-    const PackageRecord& rb = package(b.id);
-    if (ra.providerPriority != rb.providerPriority)
-      return ra.providerPriority > rb.providerPriority;
-    if (int c = compareVersions(ra.version, rb.version); c != 0) return c > 0;
-    if (ra.depends.size() != rb.depends.size()) return ra.depends.size() < rb.depends.size();
-    if (ra.name != rb.name) return ra.name < rb.name;
-    return a.id < b.id;  // ids follow repository order
-  });
+  // Records of the very name come newest first already; only providers need ordering.
+  const bool onlyDirect =
+      std::all_of(found.begin(), found.end(), [](const Candidate& c) { return c.direct; });
+  if (!onlyDirect)
+    std::stable_sort(found.begin(), found.end(), [&](const Candidate& a, const Candidate& b) {
+      if (a.direct != b.direct) return a.direct;
+      if (a.version.empty() != b.version.empty()) return b.version.empty();
+      if (int c = compareVersions(a.version, b.version); c != 0) return c > 0;
+      const PackageRecord& ra = package(a.id);
+      const PackageRecord& rb = package(b.id);
+      if (ra.providerPriority != rb.providerPriority)
+        return ra.providerPriority > rb.providerPriority;
+      if (int c = compareVersions(ra.version, rb.version); c != 0) return c > 0;
+      if (ra.depends.size() != rb.depends.size()) return ra.depends.size() < rb.depends.size();
+      if (ra.name != rb.name) return ra.name < rb.name;
+      return a.id < b.id;  // ids follow repository order
+    });
   std::vector<PackageId> out;
   out.reserve(found.size());
   for (const Candidate& c : found) {

@@ -23,7 +23,8 @@ Solver::Solver(const Catalog& catalog, size_t maxConflicts)
       reasons_(catalog.packageCount()),
       expanded_(catalog.packageCount(), 0),
       seen_(catalog.packageCount(), 0),
-      watches_(catalog.packageCount() * 2) {}
+      watches_(catalog.packageCount() * 2),
+      firstDemand_(catalog.packageCount(), UINT32_MAX) {}
 
 void Solver::addFact(PackageId id, bool pinned) {
   facts_.push_back(id);
@@ -98,6 +99,7 @@ Solver::Conflict Solver::expand(PackageId id) {
   // Every clause is added even after one conflicts: the record is expanded only once, so a
   // clause skipped now would be missing whenever the record is installed again.
   expanded_[id] = 1;
+  firstDemand_[id] = static_cast<uint32_t>(demands_.size());
   Conflict first;
   auto keep = [&](Conflict c) {
     if (first.none && !c.none) first = std::move(c);
@@ -144,6 +146,8 @@ Solver::Conflict Solver::propagate() {
       if (!expanded_[v]) {
         Conflict c = expand(v);
         if (!c.none) return c;
+      } else {
+        demandCursor_ = std::min<size_t>(demandCursor_, firstDemand_[v]);
       }
     }
     // Clauses watching the literal that just became false.
@@ -252,10 +256,12 @@ void Solver::backtrack(int toLevel) {
   trail_.resize(start);
   levelStart_.resize(static_cast<size_t>(toLevel));
   head_ = trail_.size();
+  demandCursor_ = 0;
 }
 
-bool Solver::pickDecision(PackageId* decision) const {
-  for (const Demand& d : demands_) {
+bool Solver::pickDecision(PackageId* decision) {
+  for (; demandCursor_ < demands_.size(); ++demandCursor_) {
+    const Demand& d = demands_[demandCursor_];
     if (d.hasOwner && values_[d.owner] != 1) continue;
     bool satisfied = false;
     const PackageId* open = nullptr;

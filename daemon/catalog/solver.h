@@ -105,7 +105,7 @@ class Solver {
   std::vector<Lit> reasonLits(PackageId v) const;
   void analyze(const Conflict& conflict, std::vector<Lit>* learnt, int* backjumpLevel);
   void backtrack(int toLevel);
-  bool pickDecision(PackageId* decision) const;
+  bool pickDecision(PackageId* decision);
   const std::vector<PackageId>& candidatesOf(const Atom& atom);
   std::string describe(PackageId v) const;
   std::string sharedSlots(PackageId a, PackageId b) const;  // "'python3', 'cmd:python3'"
@@ -122,6 +122,10 @@ class Solver {
   std::vector<Clause> clauses_;
   std::vector<std::vector<uint32_t>> watches_;  // per literal: clauses watching it
   std::vector<Demand> demands_;
+  // Demands before this index are satisfied or inactive. Reset by backtracking, and lowered when
+  // an expanded record is installed again (its demands become active).
+  size_t demandCursor_ = 0;
+  std::vector<uint32_t> firstDemand_;  // per expanded record: the index of its first demand
   std::vector<Lit> trail_;
   std::vector<size_t> levelStart_;  // trail index where each decision level starts
   size_t head_ = 0;                 // next trail entry to propagate
