@@ -10,8 +10,12 @@ using Tags = std::map<std::string, std::string>;
 TEST(Tags, TheSeedsExampleLatestAndMajorFollowTheBuiltLineWhenANewerOneIsSkipped) {
   // Line 8.4 was skipped; 8.3 and 8.2 built.
   auto tags = deriveTags({{"8.3", "8.3.14"}, {"8.2", "8.2.26"}});
-  EXPECT_EQ(tags, (Tags{{"latest", "8.3.14"}, {"8", "8.3.14"}, {"8.3", "8.3.14"},
-                        {"8.3.14", "8.3.14"}, {"8.2", "8.2.26"}, {"8.2.26", "8.2.26"}}));
+  EXPECT_EQ(tags, (Tags{{"latest", "8.3.14"},
+                        {"8", "8.3.14"},
+                        {"8.3", "8.3.14"},
+                        {"8.3.14", "8.3.14"},
+                        {"8.2", "8.2.26"},
+                        {"8.2.26", "8.2.26"}}));
 }
 
 TEST(Tags, EveryLineGetsItsFullAndMinorTagsAndTheNewestTakesLatest) {
@@ -45,7 +49,9 @@ TEST(Tags, AFullVersionTagWinsOverAFloatingOneOfTheSameName) {
   EXPECT_EQ(tags.at("3.1"), "3.1.4");
 }
 
-TEST(Tags, NoBuiltLinesNoTags) { EXPECT_TRUE(deriveTags({}).empty()); }
+TEST(Tags, NoBuiltLinesNoTags) {
+  EXPECT_TRUE(deriveTags({}).empty());
+}
 
 TEST(Tags, OnlyMaintainedLinesAreBuiltEachAtItsProductionVersion) {
   Starter s;
