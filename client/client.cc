@@ -1,0 +1,413 @@
+#include "client/client.h"
+
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <capnp/ez-rpc.h>
+#include <kj/async-io.h>
+#include <kj/debug.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+
+#include "schema/api.capnp.h"
+
+namespace imaged::client {
+namespace {
+
+template <typename List>
+std::vector<std::string> texts(List list) {
+  std::vector<std::string> out;
+  for (auto t : list) out.emplace_back(t);
+  return out;
+}
+
+template <typename List>
+std::vector<EnvVar> envOf(List list) {
+  std::vector<EnvVar> out;
+  for (auto e : list) out.push_back({e.getKey(), e.getValue()});
+  return out;
+}
+
+template <typename ListBuilder>
+void setEnv(ListBuilder list, const std::vector<EnvVar>& env) {
+  for (size_t i = 0; i < env.size(); ++i) {
+    list[i].setKey(env[i].key);
+    list[i].setValue(env[i].value);
+  }
+}
+
+template <typename ListBuilder>
+void setTexts(ListBuilder list, const std::vector<std::string>& texts) {
+  for (size_t i = 0; i < texts.size(); ++i) list.set(i, texts[i]);
+}
+
+std::optional<Error> errorOf(api::Error::Reader e, bool has) {
+  if (!has) return std::nullopt;
+  return Error{e.getCode(), e.getMessage()};
+}
+
+Line toLine(api::LineResult::Reader r) {
+  return {r.getLine(), r.getVersion(), r.getStatus(), texts(r.getPackages()),
+          r.getCode(), r.getReason(),  r.getDigest()};
+}
+
+Image toImage(api::Image::Reader r) {
+  Image i;
+  i.name = r.getName();
+  i.fullName = r.getFullName();
+  i.tenant = r.getTenant();
+  i.description = r.getDescription();
+  i.starter = r.getStarter();
+  i.status = r.getStatus();
+  i.createdAt = r.getCreatedAt();
+  i.packages = texts(r.getPackages());
+  i.env = envOf(r.getEnv());
+  i.version = r.getVersion();
+  for (auto l : r.getLines()) i.lines.push_back(toLine(l));
+  for (auto t : r.getTags()) i.tags.push_back({t.getTag(), t.getVersion(), t.getDigest()});
+  i.error = errorOf(r.getError(), r.hasError());
+  for (auto b : r.getBuilds()) {
+    Build build{b.getId(),
+                b.getNumber(),
+                b.getReason(),
+                b.getStatus(),
+                b.getRequestedAt(),
+                b.getEndedAt(),
+                b.getCatalogDigest(),
+                {},
+                errorOf(b.getError(), b.hasError())};
+    for (auto l : b.getLines()) build.lines.push_back(toLine(l));
+    i.builds.push_back(std::move(build));
+  }
+  return i;
+}
+
+CatalogInfo toCatalog(api::CatalogInfo::Reader r) {
+  return {r.getDigest(), r.getSource(), r.getStarters(), r.getPackages(), texts(r.getProblems())};
+}
+
+void fillSpec(api::ImageSpec::Builder b, const ImageSpec& s) {
+  b.setName(s.name);
+  b.setDescription(s.description);
+  b.setStarter(s.starter);
+  setTexts(b.initPackages(s.packages.size()), s.packages);
+  setEnv(b.initEnv(s.env.size()), s.env);
+}
+
+constexpr const char* kTimedOut = "imaged-client: call timed out";
+
+class WatcherImpl final : public api::BuildWatcher::Server {
+ public:
+  using Ended = std::shared_ptr<Image>;
+  WatcherImpl(std::function<void(const Line&)> onLine, kj::Own<kj::PromiseFulfiller<Ended>> done)
+      : onLine_(std::move(onLine)), done_(kj::mv(done)) {}
+
+  kj::Promise<void> line(LineContext context) override {
+    if (onLine_) onLine_(toLine(context.getParams().getResult()));
+    return kj::READY_NOW;
+  }
+  kj::Promise<void> ended(EndedContext context) override {
+    done_->fulfill(std::make_shared<Image>(toImage(context.getParams().getImage())));
+    return kj::READY_NOW;
+  }
+
+ private:
+  std::function<void(const Line&)> onLine_;
+  kj::Own<kj::PromiseFulfiller<Ended>> done_;
+};
+
+}  // namespace
+
+struct Client::Impl {
+  std::string path;
+  std::chrono::milliseconds timeout;
+  kj::Own<capnp::EzRpcClient> rpc;
+  api::Imaged::Client imaged = nullptr;
+
+  // Waits for a promise within the call timeout; maps a broken connection to E_UNAVAILABLE.
+  template <typename T, typename Fn>
+  auto call(kj::Promise<T> promise, std::chrono::milliseconds limit, Fn&& convert)
+      -> decltype(convert(std::declval<T&>()));
+
+  template <typename Response, typename Fn>
+  auto run(kj::Promise<Response> promise, Fn&& convert) {
+    return call(kj::mv(promise), timeout, kj::fwd<Fn>(convert));
+  }
+};
+
+template <typename T, typename Fn>
+auto Client::Impl::call(kj::Promise<T> promise, std::chrono::milliseconds limit, Fn&& convert)
+    -> decltype(convert(std::declval<T&>())) {
+  auto& timer = rpc->getIoProvider().getTimer();
+  auto& ws = rpc->getWaitScope();
+  try {
+    auto timed =
+        promise.exclusiveJoin(timer.afterDelay(limit.count() * kj::MILLISECONDS).then([]() -> T {
+          KJ_FAIL_ASSERT(kTimedOut);
+        }));
+    T response = timed.wait(ws);
+    return convert(response);
+  } catch (const kj::Exception& e) {
+    if (std::string(e.getDescription().cStr()).find(kTimedOut) != std::string::npos) {
+      return Error{"E_TIMEOUT",
+                   "imaged did not answer within " + std::to_string(limit.count() / 1000) + " s"};
+    }
+    return Error{"E_UNAVAILABLE", "lost the connection to imaged at " + path + ": " +
+                                      std::string(e.getDescription().cStr())};
+  }
+}
+
+Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Client::~Client() = default;
+
+std::string Client::defaultSocket() {
+  if (const char* env = std::getenv("IMAGED_SOCKET"); env && *env) return env;
+  if (::geteuid() == 0) return "/run/imaged/imaged.sock";
+  if (const char* xdg = std::getenv("XDG_RUNTIME_DIR"); xdg && *xdg)
+    return std::string(xdg) + "/imaged.sock";
+  return "/tmp/imaged-" + std::to_string(::geteuid()) + ".sock";
+}
+
+std::string Client::newIdempotencyKey() {
+  std::random_device rd;
+  std::uniform_int_distribution<int> hex(0, 15);
+  std::string key;
+  for (int i = 0; i < 32; ++i) key += "0123456789abcdef"[hex(rd)];
+  return key;
+}
+
+Result<std::unique_ptr<Client>> Client::connect(const std::string& socketPath,
+                                                std::chrono::milliseconds timeout) {
+  const std::string path = socketPath.empty() ? defaultSocket() : socketPath;
+  // A plain connect first: a clear message when no daemon is there, before any RPC.
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path)
+    return Error{"E_UNAVAILABLE", "socket path too long: " + path};
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Error{"E_UNAVAILABLE", std::string("socket: ") + std::strerror(errno)};
+  const int rc = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  const int err = errno;
+  if (rc != 0) {
+    ::close(fd);
+    std::string why = err == ENOENT         ? "no socket there (is imaged running?)"
+                      : err == ECONNREFUSED ? "nothing listening (is imaged running?)"
+                      : err == EACCES       ? "permission denied on the socket"
+                                            : std::strerror(err);
+    return Error{"E_UNAVAILABLE", "cannot reach imaged at " + path + ": " + why};
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->path = path;
+  impl->timeout = timeout;
+  try {
+    impl->rpc = kj::heap<capnp::EzRpcClient>(fd);
+    impl->imaged = impl->rpc->getMain<api::Imaged>();
+  } catch (const kj::Exception& e) {
+    return Error{"E_UNAVAILABLE",
+                 "cannot reach imaged at " + path + ": " + std::string(e.getDescription().cStr())};
+  }
+  return std::unique_ptr<Client>(new Client(std::move(impl)));
+}
+
+#define IMAGED_RETURN_IF_ERROR(results)                                          \
+  if (results.hasError()) {                                                      \
+    return Error{results.getError().getCode(), results.getError().getMessage()}; \
+  }
+
+Result<std::vector<StarterSummary>> Client::starters() {
+  auto req = impl_->imaged.listStartersRequest();
+  return impl_->run(req.send(), [](auto& r) -> Result<std::vector<StarterSummary>> {
+    IMAGED_RETURN_IF_ERROR(r);
+    std::vector<StarterSummary> out;
+    for (auto s : r.getStarters())
+      out.push_back({s.getName(), s.getDescription(), texts(s.getLines())});
+    return out;
+  });
+}
+
+Result<Starter> Client::starter(const std::string& name) {
+  auto req = impl_->imaged.getStarterRequest();
+  req.setName(name);
+  return impl_->run(req.send(), [](auto& r) -> Result<Starter> {
+    IMAGED_RETURN_IF_ERROR(r);
+    auto s = r.getStarter();
+    Starter out{s.getName(),
+                s.getDescription(),
+                s.getUser(),
+                s.getWorkdir(),
+                envOf(s.getEnvironment()),
+                texts(s.getEntrypoint()),
+                texts(s.getCmd()),
+                {}};
+    for (auto l : s.getLines()) {
+      StarterLine line{
+          l.getLine(), l.getProduction(),     l.getMaintained(), envOf(l.getEnvironment()),
+          {},          texts(l.getLicenses())};
+      for (auto v : l.getVersions())
+        line.versions.push_back({v.getVersion(), v.getPublished(), texts(v.getPackages())});
+      out.lines.push_back(std::move(line));
+    }
+    return out;
+  });
+}
+
+Result<std::vector<PackageHit>> Client::search(const std::string& query, uint32_t limit) {
+  auto req = impl_->imaged.searchPackagesRequest();
+  req.setQuery(query);
+  req.setLimit(limit);
+  return impl_->run(req.send(), [](auto& r) -> Result<std::vector<PackageHit>> {
+    IMAGED_RETURN_IF_ERROR(r);
+    std::vector<PackageHit> out;
+    for (auto h : r.getHits())
+      out.push_back({h.getName(), h.getVersion(), h.getDescription(), texts(h.getVersions())});
+    return out;
+  });
+}
+
+Result<std::vector<Line>> Client::preview(const ImageSpec& spec) {
+  auto req = impl_->imaged.previewRequest();
+  fillSpec(req.initSpec(), spec);
+  return impl_->run(req.send(), [](auto& r) -> Result<std::vector<Line>> {
+    IMAGED_RETURN_IF_ERROR(r);
+    std::vector<Line> out;
+    for (auto l : r.getLines()) out.push_back(toLine(l));
+    return out;
+  });
+}
+
+Result<Image> Client::create(const ImageSpec& spec, const std::string& idempotencyKey) {
+  auto req = impl_->imaged.createImageRequest();
+  fillSpec(req.initSpec(), spec);
+  req.setIdempotencyKey(idempotencyKey.empty() ? newIdempotencyKey() : idempotencyKey);
+  return impl_->run(req.send(), [](auto& r) -> Result<Image> {
+    IMAGED_RETURN_IF_ERROR(r);
+    return toImage(r.getImage());
+  });
+}
+
+Result<Image> Client::get(const std::string& name, const std::string& atTime) {
+  auto req = impl_->imaged.getImageRequest();
+  req.setName(name);
+  req.setAtTime(atTime);
+  return impl_->run(req.send(), [](auto& r) -> Result<Image> {
+    IMAGED_RETURN_IF_ERROR(r);
+    return toImage(r.getImage());
+  });
+}
+
+Result<std::vector<Image>> Client::list() {
+  auto req = impl_->imaged.listImagesRequest();
+  return impl_->run(req.send(), [](auto& r) -> Result<std::vector<Image>> {
+    IMAGED_RETURN_IF_ERROR(r);
+    std::vector<Image> out;
+    for (auto i : r.getImages()) out.push_back(toImage(i));
+    return out;
+  });
+}
+
+Result<Image> Client::edit(const std::string& name, const ImageEdit& edit,
+                           uint64_t expectedVersion) {
+  auto req = impl_->imaged.editImageRequest();
+  req.setName(name);
+  req.setExpectedVersion(expectedVersion);
+  auto e = req.initEdit();
+  setTexts(e.initAddPackages(edit.addPackages.size()), edit.addPackages);
+  setTexts(e.initRemovePackages(edit.removePackages.size()), edit.removePackages);
+  setEnv(e.initSetEnv(edit.setEnv.size()), edit.setEnv);
+  setTexts(e.initUnsetEnv(edit.unsetEnv.size()), edit.unsetEnv);
+  if (edit.description) {
+    e.setDescription(*edit.description);
+    e.setHasDescription(true);
+  }
+  return impl_->run(req.send(), [](auto& r) -> Result<Image> {
+    IMAGED_RETURN_IF_ERROR(r);
+    return toImage(r.getImage());
+  });
+}
+
+Result<Image> Client::rebuild(const std::string& name, uint64_t expectedVersion) {
+  auto req = impl_->imaged.rebuildImageRequest();
+  req.setName(name);
+  req.setExpectedVersion(expectedVersion);
+  return impl_->run(req.send(), [](auto& r) -> Result<Image> {
+    IMAGED_RETURN_IF_ERROR(r);
+    return toImage(r.getImage());
+  });
+}
+
+Status Client::remove(const std::string& name, uint64_t expectedVersion) {
+  auto req = impl_->imaged.deleteImageRequest();
+  req.setName(name);
+  req.setExpectedVersion(expectedVersion);
+  return impl_->run(req.send(), [](auto& r) -> Status {
+    IMAGED_RETURN_IF_ERROR(r);
+    return Ok{};
+  });
+}
+
+Result<std::vector<HistoryEntry>> Client::history(const std::string& name) {
+  auto req = impl_->imaged.historyRequest();
+  req.setName(name);
+  return impl_->run(req.send(), [](auto& r) -> Result<std::vector<HistoryEntry>> {
+    IMAGED_RETURN_IF_ERROR(r);
+    std::vector<HistoryEntry> out;
+    for (auto e : r.getEntries()) {
+      out.push_back({e.getSequence(), e.getVersion(), e.getTime(), e.getKind(), e.getSummary(),
+                     e.getActor()});
+    }
+    return out;
+  });
+}
+
+Result<Image> Client::watch(const std::string& name, const std::function<void(const Line&)>& onLine,
+                            std::chrono::milliseconds timeout) {
+  auto paf = kj::newPromiseAndFulfiller<WatcherImpl::Ended>();
+  auto req = impl_->imaged.watchRequest();
+  req.setName(name);
+  req.setWatcher(kj::heap<WatcherImpl>(onLine, kj::mv(paf.fulfiller)));
+  // Keep the handle for as long as we wait: dropping it ends the watch.
+  auto started =
+      impl_->run(req.send(), [](auto& r) -> Result<std::shared_ptr<api::Handle::Client>> {
+        IMAGED_RETURN_IF_ERROR(r);
+        return std::make_shared<api::Handle::Client>(r.getHandle());
+      });
+  if (!started.ok()) return started.error();
+  return impl_->call(kj::mv(paf.promise), timeout,
+                     [](WatcherImpl::Ended& image) -> Result<Image> { return *image; });
+}
+
+Result<std::vector<std::string>> Client::readEvents(uint64_t from, uint32_t limit) {
+  auto req = impl_->imaged.readEventsRequest();
+  req.setFrom(from);
+  req.setLimit(limit);
+  return impl_->run(req.send(), [](auto& r) -> Result<std::vector<std::string>> {
+    IMAGED_RETURN_IF_ERROR(r);
+    std::vector<std::string> out;
+    for (auto d : r.getEvents())
+      out.emplace_back(reinterpret_cast<const char*>(d.begin()), d.size());
+    return out;
+  });
+}
+
+Result<CatalogInfo> Client::reloadCatalog() {
+  auto req = impl_->imaged.reloadCatalogRequest();
+  return impl_->run(req.send(), [](auto& r) -> Result<CatalogInfo> {
+    IMAGED_RETURN_IF_ERROR(r);
+    return toCatalog(r.getCatalog());
+  });
+}
+
+Result<CatalogInfo> Client::catalogInfo() {
+  auto req = impl_->imaged.catalogInfoRequest();
+  return impl_->run(req.send(), [](auto& r) -> Result<CatalogInfo> {
+    IMAGED_RETURN_IF_ERROR(r);
+    return toCatalog(r.getCatalog());
+  });
+}
+
+}  // namespace imaged::client

@@ -1,0 +1,50 @@
+// The work of a build, split so that each line is resolved on a worker thread with immutable
+// inputs, and the events that record it. The orchestration (which build runs when, appending
+// the results) is the daemon's; this is the part with no threads and no I/O.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "daemon/catalog/catalog.h"
+#include "daemon/catalog/resolver.h"
+#include "daemon/domain/events.h"
+#include "daemon/domain/projection.h"
+
+namespace imaged::domain {
+
+struct LineJob {
+  std::shared_ptr<const catalog::Catalog> catalog;  // kept alive for the job
+  uint64_t buildId = 0;
+  std::string line, version;
+  std::vector<catalog::Pin> pins;
+  std::vector<catalog::Atom> added;
+};
+
+struct LineOutcome {
+  uint64_t buildId = 0;
+  std::string line, version;
+  bool built = false;
+  std::vector<events::ResolvedPackage> packages;  // when built, sorted by name
+  std::string code, reason;                       // when skipped
+};
+
+// The jobs of a build: one per maintained line of the image's starter, at its production
+// version. E_STARTER_NOT_FOUND when the catalog no longer offers the starter; E_PACKAGE_NOT_FOUND
+// (or E_INVALID_ARGUMENT) when an added package is gone from the catalog.
+Result<std::vector<LineJob>> planBuild(const std::shared_ptr<const catalog::Catalog>& catalog,
+                                       const ImageState& image, uint64_t buildId);
+
+// Resolves one line. Safe on any thread.
+LineOutcome buildLine(const LineJob& job);
+
+// The event that records a line's outcome.
+events::Payload lineEvent(const LineOutcome& outcome);
+
+// The build's end, once every line has an outcome: BuildSucceeded when at least one built, else
+// BuildFailed with E_NO_BUILDABLE_LINE and every line's reason.
+events::Payload endEvent(uint64_t buildId, const std::vector<LineOutcome>& outcomes);
+
+}  // namespace imaged::domain

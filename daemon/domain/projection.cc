@@ -1,0 +1,369 @@
+#include "daemon/domain/projection.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <ctime>
+#include <set>
+
+namespace imaged::domain {
+
+const BuildState* ImageState::latestSuccessfulBuild() const {
+  for (auto it = builds.rbegin(); it != builds.rend(); ++it) {
+    if (it->status == BuildStatus::kSucceeded) return &*it;
+  }
+  return nullptr;
+}
+
+BuildState* ImageState::build(uint64_t id) {
+  for (auto it = builds.rbegin(); it != builds.rend(); ++it) {
+    if (it->id == id) return &*it;
+  }
+  return nullptr;
+}
+
+std::string ImageState::status() const {
+  for (auto it = builds.rbegin(); it != builds.rend(); ++it) {
+    switch (it->status) {
+      case BuildStatus::kInProgress:
+        return "in-progress";
+      case BuildStatus::kSucceeded:
+        return "created";
+      case BuildStatus::kFailed:
+        return "failed";
+      case BuildStatus::kCancelled:
+        continue;
+    }
+  }
+  return "in-progress";
+}
+
+std::map<std::string, std::string> ImageState::tags() const {
+  const BuildState* ok = latestSuccessfulBuild();
+  if (!ok) return {};
+  std::vector<catalog::BuiltLine> built;
+  for (const LineState& l : ok->lines) {
+    if (l.status == LineStatus::kBuilt) built.push_back({l.line, l.version});
+  }
+  return catalog::deriveTags(built);
+}
+
+namespace {
+
+std::string key(const std::string& tenant, const std::string& name) {
+  return tenant + "/" + name;
+}
+
+template <typename List>
+std::vector<std::string> texts(List list) {
+  std::vector<std::string> out;
+  for (auto t : list) out.emplace_back(t);
+  return out;
+}
+
+template <typename List>
+std::vector<EnvVar> envOf(List list) {
+  std::vector<EnvVar> out;
+  for (auto e : list) out.push_back({e.getKey(), e.getValue()});
+  return out;
+}
+
+void cancelRunning(ImageState& image, int64_t time, const std::string& why) {
+  for (BuildState& b : image.builds) {
+    if (b.status != BuildStatus::kInProgress) continue;
+    b.status = BuildStatus::kCancelled;
+    b.endedAt = time;
+    b.errorCode = "E_SUPERSEDED";
+    b.errorMessage = why;
+  }
+}
+
+}  // namespace
+
+void Projection::apply(const schema::Event::Reader& event) {
+  lastSequence_ = event.getSequence();
+  lastTime_ = std::max(lastTime_, event.getTime());
+  const std::string streamId = event.getStreamId();
+  auto payload = event.getPayload();
+
+  if (payload.which() == schema::Payload::CATALOG_LOADED) {
+    auto loaded = payload.getCatalogLoaded();
+    catalog_.digest = loaded.getDigest();
+    catalog_.source = loaded.getSource();
+    catalog_.starters.clear();
+    for (auto s : loaded.getStarters()) {
+      auto& lines = catalog_.starters[s.getName()];
+      for (auto l : s.getLines()) lines.push_back({l.getLine(), l.getVersion()});
+    }
+    return;
+  }
+  if (payload.which() == schema::Payload::IMAGE_CREATED) {
+    auto created = payload.getImageCreated();
+    ImageState image;
+    image.streamId = streamId;
+    image.tenant = created.getTenant();
+    image.name = created.getName();
+    image.description = created.getDescription();
+    image.starter = created.getStarter();
+    image.packages = texts(created.getPackages());
+    image.env = envOf(created.getEnv());
+    image.version = event.getStreamVersion();
+    const std::string k = key(image.tenant, image.name);
+    live_[k] = streamId;
+    incarnations_[k] += 1;
+    streams_[streamId] = std::move(image);
+    return;
+  }
+  auto it = streams_.find(streamId);
+  if (it == streams_.end()) return;  // not an image stream this projection knows
+  it->second.version = event.getStreamVersion();
+  applyToImage(it->second, event);
+}
+
+void Projection::applyToImage(ImageState& image, const schema::Event::Reader& event) {
+  const int64_t time = event.getTime();
+  auto payload = event.getPayload();
+  switch (payload.which()) {
+    case schema::Payload::IMAGE_EDITED: {
+      auto edited = payload.getImageEdited();
+      image.description = edited.getDescription();
+      image.packages = texts(edited.getPackages());
+      image.env = envOf(edited.getEnv());
+      cancelRunning(image, time, "superseded by an edit");
+      return;
+    }
+    case schema::Payload::IMAGE_DELETED:
+      image.deleted = true;
+      cancelRunning(image, time, "the image was deleted");
+      if (auto it = live_.find(key(image.tenant, image.name));
+          it != live_.end() && it->second == image.streamId) {
+        live_.erase(it);
+      }
+      return;
+    case schema::Payload::BUILD_REQUESTED: {
+      auto requested = payload.getBuildRequested();
+      cancelRunning(image, time, "superseded by a newer build");
+      BuildState b;
+      b.id = event.getSequence();
+      b.number = static_cast<uint32_t>(image.builds.size() + 1);
+      b.reason = requested.getReason();
+      b.catalogDigest = requested.getCatalogDigest();
+      b.requestedAt = time;
+      image.builds.push_back(std::move(b));
+      return;
+    }
+    case schema::Payload::BUILD_STARTED: {
+      auto started = payload.getBuildStarted();
+      BuildState* b = image.build(started.getBuildId());
+      if (!b || b->status != BuildStatus::kInProgress || b->started) return;
+      b->started = true;
+      b->catalogDigest = started.getCatalogDigest();
+      for (auto l : started.getLines()) {
+        LineState line;
+        line.line = l.getLine();
+        line.version = l.getVersion();
+        b->lines.push_back(std::move(line));
+      }
+      return;
+    }
+    case schema::Payload::LINE_BUILT:
+    case schema::Payload::LINE_SKIPPED: {
+      const bool built = payload.which() == schema::Payload::LINE_BUILT;
+      const uint64_t id =
+          built ? payload.getLineBuilt().getBuildId() : payload.getLineSkipped().getBuildId();
+      const std::string lineName =
+          built ? payload.getLineBuilt().getLine() : payload.getLineSkipped().getLine();
+      BuildState* b = image.build(id);
+      if (!b || b->status != BuildStatus::kInProgress) return;
+      auto line = std::find_if(b->lines.begin(), b->lines.end(),
+                               [&](const LineState& l) { return l.line == lineName; });
+      if (line == b->lines.end()) return;
+      if (built) {
+        auto r = payload.getLineBuilt();
+        line->status = LineStatus::kBuilt;
+        line->version = r.getVersion();
+        line->packages.clear();
+        for (auto p : r.getPackages())
+          line->packages.push_back(std::string(p.getName()) + "=" + std::string(p.getVersion()));
+        line->digest = r.getDigest();
+      } else {
+        auto r = payload.getLineSkipped();
+        line->status = LineStatus::kSkipped;
+        line->version = r.getVersion();
+        line->code = r.getCode();
+        line->reason = r.getReason();
+      }
+      return;
+    }
+    case schema::Payload::BUILD_SUCCEEDED: {
+      BuildState* b = image.build(payload.getBuildSucceeded().getBuildId());
+      if (!b || b->status != BuildStatus::kInProgress) return;
+      b->status = BuildStatus::kSucceeded;
+      b->endedAt = time;
+      if (image.createdAt == 0) image.createdAt = time;
+      return;
+    }
+    case schema::Payload::BUILD_FAILED: {
+      auto failed = payload.getBuildFailed();
+      BuildState* b = image.build(failed.getBuildId());
+      if (!b || b->status != BuildStatus::kInProgress) return;
+      b->status = BuildStatus::kFailed;
+      b->endedAt = time;
+      b->errorCode = failed.getCode();
+      b->errorMessage = failed.getMessage();
+      return;
+    }
+    case schema::Payload::BUILD_CANCELLED: {
+      auto cancelled = payload.getBuildCancelled();
+      BuildState* b = image.build(cancelled.getBuildId());
+      if (!b || b->status != BuildStatus::kInProgress) return;
+      b->status = BuildStatus::kCancelled;
+      b->endedAt = time;
+      b->errorCode = "E_SUPERSEDED";
+      b->errorMessage = cancelled.getReason();
+      return;
+    }
+    default:
+      return;  // unknown to this version: skipped
+  }
+}
+
+const ImageState* Projection::find(const std::string& tenant, const std::string& name) const {
+  auto it = live_.find(key(tenant, name));
+  return it == live_.end() ? nullptr : &streams_.at(it->second);
+}
+
+const ImageState* Projection::byStream(const std::string& streamId) const {
+  auto it = streams_.find(streamId);
+  return it == streams_.end() ? nullptr : &it->second;
+}
+
+std::vector<const ImageState*> Projection::gallery(const std::string& tenant) const {
+  std::vector<const ImageState*> out;
+  const std::string prefix = tenant + "/";
+  for (auto it = live_.lower_bound(prefix); it != live_.end() && it->first.starts_with(prefix);
+       ++it) {
+    out.push_back(&streams_.at(it->second));
+  }
+  return out;
+}
+
+std::vector<const ImageState*> Projection::liveImages() const {
+  std::vector<const ImageState*> out;
+  for (const auto& [k, stream] : live_) out.push_back(&streams_.at(stream));
+  return out;
+}
+
+std::string Projection::nextStreamId(const std::string& tenant, const std::string& name) const {
+  auto it = incarnations_.find(key(tenant, name));
+  const uint32_t n = (it == incarnations_.end() ? 0 : it->second) + 1;
+  return "image/" + tenant + "/" + name + "/" + std::to_string(n);
+}
+
+std::vector<std::string> Projection::tenants() const {
+  std::set<std::string> out;
+  for (const auto& [id, image] : streams_) out.insert(image.tenant);
+  return {out.begin(), out.end()};
+}
+
+std::string formatTime(int64_t unixNanos) {
+  if (unixNanos == 0) return "";
+  const time_t secs = static_cast<time_t>(unixNanos / 1'000'000'000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::optional<int64_t> parseTime(const std::string& text) {
+  int y = 0, mo = 0, d = 0, h = 0, mi = 0, s = 0;
+  int consumed = 0;
+  if (std::sscanf(text.c_str(), "%4d-%2d-%2d%n", &y, &mo, &d, &consumed) != 3 || consumed != 10) {
+    return std::nullopt;
+  }
+  size_t pos = 10;
+  int64_t offsetSeconds = 0;
+  int64_t nanos = 0;
+  if (pos < text.size()) {
+    if (text[pos] != 'T' && text[pos] != 't' && text[pos] != ' ') return std::nullopt;
+    int n = 0;
+    if (std::sscanf(text.c_str() + pos + 1, "%2d:%2d:%2d%n", &h, &mi, &s, &n) != 3 || n != 8) {
+      return std::nullopt;
+    }
+    pos += 9;
+    if (pos < text.size() && text[pos] == '.') {
+      int64_t scale = 100'000'000;
+      for (++pos; pos < text.size() && text[pos] >= '0' && text[pos] <= '9'; ++pos) {
+        nanos += (text[pos] - '0') * scale;
+        scale /= 10;
+      }
+    }
+    if (pos < text.size()) {
+      if (text[pos] == 'Z' || text[pos] == 'z') {
+        ++pos;
+      } else if (text[pos] == '+' || text[pos] == '-') {
+        int oh = 0, om = 0, n2 = 0;
+        if (std::sscanf(text.c_str() + pos + 1, "%2d:%2d%n", &oh, &om, &n2) != 2 || n2 != 5) {
+          return std::nullopt;
+        }
+        offsetSeconds = (text[pos] == '+' ? 1 : -1) * (oh * 3600 + om * 60);
+        pos += 6;
+      }
+    }
+    if (pos != text.size()) return std::nullopt;
+  }
+  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 60) return std::nullopt;
+  std::tm tm{};
+  tm.tm_year = y - 1900;
+  tm.tm_mon = mo - 1;
+  tm.tm_mday = d;
+  tm.tm_hour = h;
+  tm.tm_min = mi;
+  tm.tm_sec = s;
+  const int64_t secs = static_cast<int64_t>(timegm(&tm)) - offsetSeconds;
+  return secs * 1'000'000'000 + nanos;
+}
+
+const char* toString(BuildStatus s) {
+  switch (s) {
+    case BuildStatus::kInProgress:
+      return "in-progress";
+    case BuildStatus::kSucceeded:
+      return "succeeded";
+    case BuildStatus::kFailed:
+      return "failed";
+    case BuildStatus::kCancelled:
+      return "cancelled";
+  }
+  return "";
+}
+
+const char* toString(LineStatus s) {
+  switch (s) {
+    case LineStatus::kPending:
+      return "pending";
+    case LineStatus::kBuilt:
+      return "built";
+    case LineStatus::kSkipped:
+      return "skipped";
+  }
+  return "";
+}
+
+const char* toString(schema::BuildReason r) {
+  switch (r) {
+    case schema::BuildReason::CREATED:
+      return "created";
+    case schema::BuildReason::EDITED:
+      return "edited";
+    case schema::BuildReason::REBUILD:
+      return "rebuild";
+    case schema::BuildReason::CATALOG_CHANGED:
+      return "catalog-changed";
+    case schema::BuildReason::RESUMED:
+      return "resumed";
+  }
+  return "unknown";
+}
+
+}  // namespace imaged::domain

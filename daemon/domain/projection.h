@@ -1,0 +1,116 @@
+// The projection: the state the daemon shows (galleries, images, builds, tags), as a pure
+// function of the event log. apply() is deterministic, does no I/O and reads no clock, so the
+// daemon at start-up, the daemon after each commit, and the audit tools replaying to any point
+// all compute the same state from the same events.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "daemon/catalog/starter.h"
+#include "daemon/catalog/tags.h"
+#include "schema/events.capnp.h"
+
+namespace imaged::domain {
+
+using catalog::EnvVar;
+
+enum class LineStatus { kPending, kBuilt, kSkipped };
+enum class BuildStatus { kInProgress, kSucceeded, kFailed, kCancelled };
+
+struct LineState {
+  std::string line;
+  std::string version;
+  LineStatus status = LineStatus::kPending;
+  std::vector<std::string> packages;  // name=version, when built
+  std::string code, reason;           // when skipped
+  std::string digest;                 // when built and written
+};
+
+struct BuildState {
+  uint64_t id = 0;      // sequence number of its BuildRequested
+  uint32_t number = 0;  // 1-based within the image
+  schema::BuildReason reason = schema::BuildReason::CREATED;
+  BuildStatus status = BuildStatus::kInProgress;
+  bool started = false;       // BuildStarted recorded: `lines` and `catalogDigest` are set
+  std::string catalogDigest;  // requested against, then the one it resolved against
+  int64_t requestedAt = 0, endedAt = 0;
+  std::vector<LineState> lines;
+  std::string errorCode, errorMessage;  // when failed or cancelled
+};
+
+struct ImageState {
+  std::string streamId;
+  std::string tenant, name, description, starter;
+  std::vector<std::string> packages;
+  std::vector<EnvVar> env;
+  uint64_t version = 0;  // stream version: the last event's
+  bool deleted = false;
+  int64_t createdAt = 0;           // end of the first successful build; 0 before
+  std::vector<BuildState> builds;  // oldest first
+
+  const BuildState* latestBuild() const { return builds.empty() ? nullptr : &builds.back(); }
+  const BuildState* latestSuccessfulBuild() const;
+  BuildState* build(uint64_t id);
+  // "in-progress", "created" or "failed": that of the latest build that was not cancelled.
+  std::string status() const;
+  // Tags of the latest successful build (PRODUCT.md rule 7).
+  std::map<std::string, std::string> tags() const;
+};
+
+// The catalog as the log knows it: its digest and, per starter, the maintained lines with their
+// production versions (what a rebuild on catalog change compares).
+struct CatalogState {
+  std::string digest;
+  std::string source;
+  std::map<std::string, std::vector<catalog::BuiltLine>> starters;
+};
+
+class Projection {
+ public:
+  // Applies one event. Events must come in sequence order, each once; an event that does not
+  // fit the state (a line result for a build that has ended, an event of an unknown kind) is
+  // skipped, as a newer daemon's events are by an older projection.
+  void apply(const schema::Event::Reader& event);
+
+  uint64_t lastSequence() const { return lastSequence_; }
+  int64_t lastTime() const { return lastTime_; }
+
+  // The tenant's live image of that name, or null.
+  const ImageState* find(const std::string& tenant, const std::string& name) const;
+  const ImageState* byStream(const std::string& streamId) const;
+  // The tenant's live images, by name.
+  std::vector<const ImageState*> gallery(const std::string& tenant) const;
+  // Every live image, across tenants.
+  std::vector<const ImageState*> liveImages() const;
+  // The stream id the next image of that tenant and name gets ("image/<tenant>/<name>/<n>").
+  std::string nextStreamId(const std::string& tenant, const std::string& name) const;
+  const CatalogState& catalog() const { return catalog_; }
+  // Every tenant that has (or had) an image, sorted.
+  std::vector<std::string> tenants() const;
+
+ private:
+  void applyToImage(ImageState& image, const schema::Event::Reader& event);
+
+  uint64_t lastSequence_ = 0;
+  int64_t lastTime_ = 0;
+  std::map<std::string, ImageState> streams_;     // by stream id, deleted ones included
+  std::map<std::string, std::string> live_;       // "tenant/name" -> stream id
+  std::map<std::string, uint32_t> incarnations_;  // "tenant/name" -> images ever created
+  CatalogState catalog_;
+};
+
+// "2026-12-04T19:40:00Z" for nanoseconds since the epoch; "" for 0.
+std::string formatTime(int64_t unixNanos);
+// Parses RFC 3339 ("2026-11-01", "2026-11-01T00:00:00Z", with an offset or fractions) into
+// nanoseconds since the epoch; nullopt when it does not parse.
+std::optional<int64_t> parseTime(const std::string& text);
+
+const char* toString(BuildStatus s);
+const char* toString(LineStatus s);
+const char* toString(schema::BuildReason r);
+
+}  // namespace imaged::domain

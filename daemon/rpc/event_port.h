@@ -1,0 +1,36 @@
+// A kj::EventPort driven by an asio::io_context, so that one thread runs both: Asio owns every
+// socket, timer and signal; KJ runs only the Cap'n Proto RPC state machine. When KJ has queued
+// work, the port posts a handler that runs the KJ loop; KJ never blocks the thread itself.
+//
+// Use: on the loop thread, construct the port, a kj::EventLoop on it (the port's setLoop), and a
+// kj::WaitScope, then run the io_context. KJ objects belong to this thread.
+#pragma once
+
+#include <atomic>
+
+#include <kj/async.h>
+
+#include "daemon/asio.h"
+
+namespace imaged::rpc {
+
+class AsioEventPort final : public kj::EventPort {
+ public:
+  explicit AsioEventPort(asio::io_context& io) : io_(io) {}
+
+  void setLoop(kj::EventLoop* loop) { loop_ = loop; }
+
+  // For Promise::wait(), which the daemon does not use on this thread: one Asio event at most.
+  bool wait() override;
+  bool poll() override;
+  void setRunnable(bool runnable) override;
+  void wake() const override;
+
+ private:
+  asio::io_context& io_;
+  kj::EventLoop* loop_ = nullptr;
+  bool scheduled_ = false;  // a run of the KJ loop is posted and has not happened yet
+  mutable std::atomic<bool> woken_{false};
+};
+
+}  // namespace imaged::rpc

@@ -1,0 +1,336 @@
+#include "daemon/service.h"
+
+#include <capnp/serialize.h>
+
+#include "daemon/domain/events.h"
+
+namespace imaged {
+namespace {
+
+// A vector of one payload (an initializer list would have to copy it).
+std::vector<domain::events::Payload> only(domain::events::Payload p) {
+  std::vector<domain::events::Payload> v;
+  v.push_back(std::move(p));
+  return v;
+}
+
+}  // namespace
+
+using domain::BuildStatus;
+using domain::LineStatus;
+
+Service::Service(asio::io_context& io, store::EventLog& log, std::shared_ptr<spdlog::logger> logger,
+                 Options options)
+    : io_(io),
+      log_(log),
+      logger_(std::move(logger)),
+      options_(std::move(options)),
+      workers_(options_.buildWorkers),
+      poster_(std::make_shared<Poster>(io)) {}
+
+Service::~Service() {
+  stop();
+  poster_->close();
+  log_.setCommitListener(nullptr);
+  workers_.join();
+}
+
+void Service::stop() {
+  stopped_ = true;
+}
+
+Status Service::start() {
+  auto loaded = catalog::Catalog::load(options_.catalogDir);
+  if (!loaded.ok()) return loaded.error();
+  catalog_ = *loaded;
+  for (const auto& p : catalog_->problems()) {
+    logger_->warn("catalog: {}{}: {}", p.file, p.line ? ":" + std::to_string(p.line) : "",
+                  p.message);
+  }
+  logger_->info("catalog {} loaded from {}: {} starters, {} packages", catalog_->digest(),
+                options_.catalogDir, catalog_->starters().size(), catalog_->packageCount());
+
+  replaying_ = true;
+  catchUp();
+  replaying_ = false;
+  logger_->info("log replayed: {} events", projection_.lastSequence());
+
+  log_.setCommitListener(
+      [this, poster = poster_](uint64_t) { poster->post([this] { catchUp(); }); });
+  recordCatalog("loaded at start");
+  resumeBuilds();
+  return Ok{};
+}
+
+void Service::catchUp() {
+  auto txn = log_.read();
+  if (!txn.ok()) {
+    logger_->error("reading the log: {}", txn.error().message);
+    return;
+  }
+  auto s = (*txn)->forEach(projection_.lastSequence() + 1, [&](const store::EventRef& e) {
+    capnp::FlatArrayMessageReader reader(e.words());
+    auto event = reader.getRoot<schema::Event>();
+    projection_.apply(event);
+    onApplied(event);
+    return true;
+  });
+  if (!s.ok()) logger_->error("applying the log: {}", s.error().message);
+}
+
+void Service::execute(Result<store::AppendRequest> plan, Done done) {
+  if (!plan.ok()) {
+    done(plan.error());
+    return;
+  }
+  log_.appendAsync(std::move(plan).value(),
+                   [this, poster = poster_, done](Result<store::AppendResult> r) {
+                     poster->post([this, done, r = std::move(r)]() mutable {
+                       if (r.ok())
+                         catchUp();  // reply only once the events are applied, never before
+                       done(std::move(r));
+                     });
+                   });
+}
+
+uint64_t Service::addObserver(Observer observer) {
+  observers_[nextObserver_] = std::move(observer);
+  return nextObserver_++;
+}
+
+void Service::removeObserver(uint64_t id) {
+  observers_.erase(id);
+}
+
+void Service::onApplied(const schema::Event::Reader& event) {
+  // Observers may remove themselves while being called: iterate over a copy of the ids.
+  std::vector<uint64_t> ids;
+  for (const auto& [id, o] : observers_) ids.push_back(id);
+  for (uint64_t id : ids) {
+    auto it = observers_.find(id);
+    if (it != observers_.end()) it->second(event);
+  }
+  if (replaying_) return;
+  auto payload = event.getPayload();
+  const std::string streamId = event.getStreamId();
+  switch (payload.which()) {
+    case schema::Payload::BUILD_REQUESTED:
+      startBuild(streamId, event.getSequence());
+      break;
+    case schema::Payload::BUILD_SUCCEEDED:
+    case schema::Payload::BUILD_FAILED: {
+      const domain::ImageState* image = projection_.byStream(streamId);
+      const bool ok = payload.which() == schema::Payload::BUILD_SUCCEEDED;
+      const uint64_t id =
+          ok ? payload.getBuildSucceeded().getBuildId() : payload.getBuildFailed().getBuildId();
+      if (image) {
+        logger_->info("build {} of {}/{} {}{}", id, image->tenant, image->name,
+                      ok ? "succeeded" : "failed: ",
+                      ok ? "" : std::string(payload.getBuildFailed().getCode()));
+      }
+      running_.erase(id);
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+bool Service::isCurrent(const std::string& streamId, uint64_t buildId) const {
+  const domain::ImageState* image = projection_.byStream(streamId);
+  if (!image || image->deleted) return false;
+  const domain::BuildState* b = image->latestBuild();
+  return b && b->id == buildId && b->status == BuildStatus::kInProgress;
+}
+
+void Service::appendBuildEvents(const std::string& streamId,
+                                std::vector<domain::events::Payload> payloads) {
+  store::AppendRequest r;
+  r.streamId = streamId;
+  r.actor = {"", 0, "imaged/builder"};
+  r.payloads = std::move(payloads);
+  log_.appendAsync(
+      std::move(r), [this, poster = poster_, streamId](Result<store::AppendResult> res) {
+        if (res.ok()) return;
+        poster->post([this, streamId, error = res.error()] {
+          logger_->error("recording a build result of {}: {}", streamId, error.message);
+        });
+      });
+}
+
+void Service::startBuild(const std::string& streamId, uint64_t buildId) {
+  if (stopped_ || running_.count(buildId) || !isCurrent(streamId, buildId)) return;
+  const domain::ImageState& image = *projection_.byStream(streamId);
+  auto jobs = domain::planBuild(catalog_, image, buildId);
+  if (!jobs.ok()) {
+    appendBuildEvents(streamId, only(domain::events::buildFailed(buildId, jobs.error().code,
+                                                                 jobs.error().message)));
+    return;
+  }
+  std::vector<catalog::BuiltLine> lines;
+  for (const auto& j : *jobs) lines.push_back({j.line, j.version});
+  std::vector<domain::events::Payload> payloads;
+  payloads.push_back(domain::events::buildStarted(buildId, catalog_->digest(), lines));
+  if (jobs->empty()) payloads.push_back(domain::endEvent(buildId, {}));
+  appendBuildEvents(streamId, std::move(payloads));
+  if (!jobs->empty()) {
+    const size_t n = jobs->size();
+    dispatch(streamId, std::move(jobs).value(), n, {});
+  }
+}
+
+void Service::dispatch(const std::string& streamId, std::vector<domain::LineJob> jobs,
+                       size_t expected, std::vector<domain::LineOutcome> done) {
+  const uint64_t buildId = jobs.empty() ? 0 : jobs.front().buildId;
+  running_[buildId] = RunningBuild{streamId, buildId, expected, std::move(done)};
+  for (auto& job : jobs) {
+    asio::post(workers_, [this, poster = poster_, streamId, job = std::move(job)] {
+      domain::LineOutcome outcome = domain::buildLine(job);
+      poster->post([this, streamId, outcome = std::move(outcome)]() mutable {
+        onLineDone(std::move(outcome), streamId);
+      });
+    });
+  }
+}
+
+void Service::onLineDone(domain::LineOutcome outcome, std::string streamId) {
+  auto it = running_.find(outcome.buildId);
+  if (it == running_.end()) return;
+  if (!isCurrent(streamId, outcome.buildId)) {  // superseded by an edit, rebuild or delete
+    running_.erase(it);
+    return;
+  }
+  RunningBuild& b = it->second;
+  std::vector<domain::events::Payload> payloads;
+  payloads.push_back(domain::lineEvent(outcome));
+  b.outcomes.push_back(std::move(outcome));
+  if (b.outcomes.size() == b.expected) payloads.push_back(domain::endEvent(b.buildId, b.outcomes));
+  appendBuildEvents(streamId, std::move(payloads));
+}
+
+void Service::resumeBuilds() {
+  for (const domain::ImageState* image : projection_.liveImages()) {
+    const domain::BuildState* b = image->latestBuild();
+    if (!b || b->status != BuildStatus::kInProgress) continue;
+    if (!b->started) {
+      logger_->info("resuming build {} of {}/{}: not started before the restart", b->id,
+                    image->tenant, image->name);
+      startBuild(image->streamId, b->id);
+      continue;
+    }
+    if (b->catalogDigest != catalog_->digest()) {
+      // The lines it planned may no longer exist: end it, and build again.
+      logger_->info("build {} of {}/{} was interrupted and the catalog changed: run again", b->id,
+                    image->tenant, image->name);
+      store::AppendRequest r;
+      r.streamId = image->streamId;
+      r.actor = {"", 0, "imaged/builder"};
+      r.payloads.push_back(domain::events::buildFailed(
+          b->id, "E_BUILD_INTERRUPTED",
+          "the build was interrupted by a restart and the catalog changed since; it is run again"));
+      r.payloads.push_back(
+          domain::events::buildRequested(schema::BuildReason::RESUMED, catalog_->digest()));
+      execute(std::move(r), [](Result<store::AppendResult>) {});
+      continue;
+    }
+    auto jobs = domain::planBuild(catalog_, *image, b->id);
+    if (!jobs.ok()) {
+      appendBuildEvents(image->streamId, only(domain::events::buildFailed(
+                                             b->id, "E_BUILD_INTERRUPTED", jobs.error().message)));
+      continue;
+    }
+    std::vector<domain::LineOutcome> done;
+    std::vector<domain::LineJob> remaining;
+    for (const domain::LineState& l : b->lines) {
+      if (l.status == LineStatus::kPending) {
+        for (auto& j : *jobs) {
+          if (j.line == l.line) remaining.push_back(j);
+        }
+        continue;
+      }
+      domain::LineOutcome o{b->id, l.line, l.version, l.status == LineStatus::kBuilt,
+                            {},    l.code, l.reason};
+      done.push_back(std::move(o));
+    }
+    logger_->info("resuming build {} of {}/{}: {} of {} lines left", b->id, image->tenant,
+                  image->name, remaining.size(), b->lines.size());
+    if (remaining.empty()) {
+      appendBuildEvents(image->streamId, only(domain::endEvent(b->id, done)));
+      continue;
+    }
+    dispatch(image->streamId, std::move(remaining), b->lines.size(), std::move(done));
+  }
+}
+
+void Service::recordCatalog(const std::string& why) {
+  const domain::CatalogState previous = projection_.catalog();
+  if (previous.digest == catalog_->digest()) return;
+  std::vector<std::pair<std::string, std::vector<catalog::BuiltLine>>> starters;
+  for (const catalog::Starter& s : catalog_->starters()) {
+    starters.emplace_back(s.name, catalog::buildableLines(s));
+  }
+  store::AppendRequest r;
+  r.streamId = "catalog";
+  r.actor = {"", 0, "imaged"};
+  r.correlationId = why;
+  r.payloads.push_back(
+      domain::events::catalogLoaded(catalog_->digest(), options_.catalogDir, starters));
+  execute(std::move(r), [this, previous, starters](Result<store::AppendResult> res) {
+    if (!res.ok()) {
+      logger_->error("recording the catalog: {}", res.error().message);
+      return;
+    }
+    if (previous.digest.empty()) return;  // the first catalog: nothing to keep up with
+    auto linesOf = [](const std::map<std::string, std::vector<catalog::BuiltLine>>& m,
+                      const std::string& name) {
+      auto it = m.find(name);
+      return it == m.end() ? std::vector<catalog::BuiltLine>{} : it->second;
+    };
+    std::map<std::string, std::vector<catalog::BuiltLine>> now(starters.begin(), starters.end());
+    for (const domain::ImageState* image : projection_.liveImages()) {
+      const auto before = linesOf(previous.starters, image->starter);
+      const auto after = linesOf(now, image->starter);
+      auto same = before.size() == after.size() &&
+                  std::equal(before.begin(), before.end(), after.begin(),
+                             [](const catalog::BuiltLine& a, const catalog::BuiltLine& b) {
+                               return a.line == b.line && a.version == b.version;
+                             });
+      if (same) continue;
+      logger_->info("starter {} changed: rebuilding {}/{}", image->starter, image->tenant,
+                    image->name);
+      domain::Caller system{"", 0, "imaged"};
+      execute(domain::planRebuild(projection_, *catalog_, system, *image,
+                                  schema::BuildReason::CATALOG_CHANGED, 0),
+              [this, name = image->name](Result<store::AppendResult> rr) {
+                if (!rr.ok())
+                  logger_->warn("rebuild of {} after a catalog change: {}", name,
+                                rr.error().message);
+              });
+    }
+  });
+}
+
+void Service::reloadCatalog(
+    std::function<void(Result<std::shared_ptr<const catalog::Catalog>>)> done) {
+  asio::post(workers_, [this, poster = poster_, done = std::move(done)] {
+    auto loaded = catalog::Catalog::load(options_.catalogDir);
+    poster->post([this, done, loaded = std::move(loaded)]() mutable {
+      if (!loaded.ok()) {
+        logger_->error("catalog reload failed, the old catalog stays in force: {}",
+                       loaded.error().message);
+        done(loaded.error());
+        return;
+      }
+      catalog_ = *loaded;
+      for (const auto& p : catalog_->problems()) {
+        logger_->warn("catalog: {}{}: {}", p.file, p.line ? ":" + std::to_string(p.line) : "",
+                      p.message);
+      }
+      logger_->info("catalog {} reloaded from {}", catalog_->digest(), options_.catalogDir);
+      recordCatalog("reloaded");
+      done(catalog_);
+    });
+  });
+}
+
+}  // namespace imaged

@@ -1,0 +1,126 @@
+// The daemon's core on the loop thread: the projection, the catalog in force, command
+// execution through the event log, and the build orchestrator. It knows nothing of RPC; the
+// server translates to and from it.
+//
+// Threads: every method is called on the loop thread (the io_context's), and every callback is
+// invoked there. The store's answer thread and the build workers reach it only through
+// asio::post. Hence no locks around the projection.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
+#include "common/result.h"
+#include "daemon/asio.h"
+#include "daemon/catalog/catalog.h"
+#include "daemon/domain/build.h"
+#include "daemon/domain/commands.h"
+#include "daemon/domain/projection.h"
+#include "store/event_log.h"
+
+namespace imaged {
+
+class Service {
+ public:
+  struct Options {
+    std::string catalogDir;
+    size_t buildWorkers = 2;
+  };
+
+  // `io`, `log` and `logger` must outlive the service.
+  Service(asio::io_context& io, store::EventLog& log, std::shared_ptr<spdlog::logger> logger,
+          Options options);
+  ~Service();
+
+  // Loads the catalog, replays the log into the projection, records a CatalogLoaded when the
+  // catalog differs from the last one recorded (rebuilding the images whose starter changed),
+  // and resumes every build that has no end. Fails when the catalog cannot be loaded at all or
+  // the log cannot be read.
+  Status start();
+
+  // Stops taking new builds; running line jobs finish into the void.
+  void stop();
+
+  const domain::Projection& projection() const { return projection_; }
+  std::shared_ptr<const catalog::Catalog> catalog() const { return catalog_; }
+  store::EventLog& log() { return log_; }
+
+  using Done = std::function<void(Result<store::AppendResult>)>;
+  // Appends a plan; `done` runs once its events are durable and applied to the projection (or
+  // with the plan's or the store's error).
+  void execute(Result<store::AppendRequest> plan, Done done);
+
+  // Reloads the catalog from its directory: on success records CatalogLoaded (when changed) and
+  // rebuilds the live images whose starter's lines or production versions changed; on failure
+  // keeps the catalog in force and returns why.
+  void reloadCatalog(std::function<void(Result<std::shared_ptr<const catalog::Catalog>>)> done);
+
+  // Observers see every event applied to the projection, in order, after it is applied.
+  using Observer = std::function<void(const schema::Event::Reader&)>;
+  uint64_t addObserver(Observer observer);
+  void removeObserver(uint64_t id);
+
+  // Reads committed events past the projection's position and applies them.
+  void catchUp();
+
+ private:
+  struct RunningBuild {
+    std::string streamId;
+    uint64_t buildId = 0;
+    size_t expected = 0;
+    std::vector<domain::LineOutcome> outcomes;
+  };
+
+  void onApplied(const schema::Event::Reader& event);
+  void startBuild(const std::string& streamId, uint64_t buildId);
+  void dispatch(const std::string& streamId, std::vector<domain::LineJob> jobs, size_t expected,
+                std::vector<domain::LineOutcome> done);
+  void onLineDone(domain::LineOutcome outcome, std::string streamId);
+  bool isCurrent(const std::string& streamId, uint64_t buildId) const;
+  void appendBuildEvents(const std::string& streamId,
+                         std::vector<domain::events::Payload> payloads);
+  void resumeBuilds();
+  void recordCatalog(const std::string& why);
+
+  asio::io_context& io_;
+  store::EventLog& log_;
+  std::shared_ptr<spdlog::logger> logger_;
+  Options options_;
+  asio::thread_pool workers_;
+  std::shared_ptr<const catalog::Catalog> catalog_;
+  domain::Projection projection_;
+  std::map<uint64_t, RunningBuild> running_;  // by build id
+  std::map<uint64_t, Observer> observers_;
+  uint64_t nextObserver_ = 1;
+  bool stopped_ = false;
+  bool replaying_ = false;  // applying the log at start: no builds are started from it
+
+  // How other threads (the store's answer thread, build workers) reach the loop thread. Closed
+  // when the service goes, after which what they post is dropped instead of reaching a dead one.
+  class Poster {
+   public:
+    explicit Poster(asio::io_context& io) : io_(&io) {}
+    template <typename Fn>
+    void post(Fn&& fn) {
+      std::lock_guard lk(mutex_);
+      if (io_) asio::post(*io_, std::forward<Fn>(fn));
+    }
+    void close() {
+      std::lock_guard lk(mutex_);
+      io_ = nullptr;
+    }
+
+   private:
+    std::mutex mutex_;
+    asio::io_context* io_;
+  };
+  std::shared_ptr<Poster> poster_;
+};
+
+}  // namespace imaged
