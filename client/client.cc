@@ -324,6 +324,8 @@ Result<Image> Client::edit(const std::string& name, const ImageEdit& edit,
     e.setDescription(*edit.description);
     e.setHasDescription(true);
   }
+  if (edit.starter) e.setStarter(*edit.starter);
+  if (edit.name) e.setName(*edit.name);
   return impl_->run(req.send(), [](auto& r) -> Result<Image> {
     IMAGED_RETURN_IF_ERROR(r);
     return toImage(r.getImage());

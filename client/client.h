@@ -101,6 +101,8 @@ struct ImageEdit {
   std::vector<EnvVar> setEnv;
   std::vector<std::string> unsetEnv;
   std::optional<std::string> description;
+  // The starter and name of an image are fixed: setting either is refused (E_IMMUTABLE_FIELD).
+  std::optional<std::string> starter, name;
 };
 
 class Client {

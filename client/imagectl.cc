@@ -440,7 +440,7 @@ int main(int argc, char** argv) {
     return kOk;
   }
   if (*edit) {
-    ic::ImageEdit e{add, remove, *envVars, unsetEnv, std::nullopt};
+    ic::ImageEdit e{add, remove, *envVars, unsetEnv, std::nullopt, std::nullopt, std::nullopt};
     if (editDescription->count()) e.description = description;
     auto r = c.edit(name, e, expectVersion);
     if (!r.ok()) return report(g, r.error());

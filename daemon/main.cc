@@ -148,7 +148,12 @@ int main(int argc, char** argv) {
   port.setLoop(&loop);
   kj::WaitScope waitScope(loop);
 
-  imaged::Service service(io, **log, logger, {catalogDir, workers});
+  imaged::Service::Options serviceOptions{catalogDir, workers};
+  if (const char* delay = std::getenv("IMAGED_TEST_LINE_DELAY_MS"); delay && *delay) {
+    serviceOptions.lineDelay = std::chrono::milliseconds(std::atoi(delay));
+    logger->warn("IMAGED_TEST_LINE_DELAY_MS: every line waits {} ms (a test hook)", delay);
+  }
+  imaged::Service service(io, **log, logger, serviceOptions);
   if (auto s = service.start(); !s.ok()) return fail("cannot start: " + s.error().message);
 
   imaged::rpc::Access access{::geteuid(), tenant, *tenants};

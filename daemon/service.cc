@@ -2,6 +2,8 @@
 
 #include <capnp/serialize.h>
 
+#include <thread>
+
 #include "daemon/domain/events.h"
 
 namespace imaged {
@@ -185,6 +187,7 @@ void Service::dispatch(const std::string& streamId, std::vector<domain::LineJob>
   running_[buildId] = RunningBuild{streamId, buildId, expected, std::move(done)};
   for (auto& job : jobs) {
     asio::post(workers_, [this, poster = poster_, streamId, job = std::move(job)] {
+      if (options_.lineDelay.count() > 0) std::this_thread::sleep_for(options_.lineDelay);
       domain::LineOutcome outcome = domain::buildLine(job);
       poster->post([this, streamId, outcome = std::move(outcome)]() mutable {
         onLineDone(std::move(outcome), streamId);

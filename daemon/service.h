@@ -7,6 +7,7 @@
 // asio::post. Hence no locks around the projection.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
@@ -31,6 +32,9 @@ class Service {
   struct Options {
     std::string catalogDir;
     size_t buildWorkers = 2;
+    // Test hook: each line job waits this long before resolving, so that tests can stop the
+    // daemon in the middle of a build. Set from IMAGED_TEST_LINE_DELAY_MS; 0 in production.
+    std::chrono::milliseconds lineDelay{0};
   };
 
   // `io`, `log` and `logger` must outlive the service.

@@ -54,6 +54,10 @@ Result<std::vector<catalog::Atom>> validateSpec(const catalog::Catalog& catalog,
   return validatePackages(spec.packages, catalog);
 }
 
+std::string scopedKey(const Caller& caller, const std::string& idempotencyKey) {
+  return idempotencyKey.empty() ? "" : "create/" + caller.tenant + "/" + idempotencyKey;
+}
+
 Result<const ImageState*> findImage(const Projection& projection, const Caller& caller,
                                     const std::string& name) {
   const ImageState* image = projection.find(caller.tenant, name);
@@ -71,7 +75,7 @@ Result<store::AppendRequest> planCreate(const Projection& projection,
   }
   auto r = request(caller, projection.nextStreamId(caller.tenant, req.name),
                    store::ExpectedVersion::noStream());
-  r.idempotencyKey = idempotencyKey.empty() ? "" : caller.tenant + "/" + idempotencyKey;
+  r.idempotencyKey = scopedKey(caller, idempotencyKey);
   r.payloads.push_back(events::imageCreated(caller.tenant, req.name, req.description, req.starter,
                                             req.packages, req.env));
   r.payloads.push_back(events::buildRequested(schema::BuildReason::CREATED, catalog.digest()));

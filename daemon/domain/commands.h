@@ -40,8 +40,12 @@ struct EditRequest {
 Result<std::vector<catalog::Atom>> validateSpec(const catalog::Catalog& catalog,
                                                 const CreateRequest& spec, bool checkName);
 
+// The idempotency key as stored: scoped to the tenant.
+std::string scopedKey(const Caller& caller, const std::string& idempotencyKey);
+
 // Create: ImageCreated + BuildRequested on a new stream. E_NAME_TAKEN when the tenant has a live
-// image of that name.
+// image of that name. (A retry whose key already created an image is the caller's to answer
+// with that image: see Projection::byIdempotencyKey.)
 Result<store::AppendRequest> planCreate(const Projection& projection,
                                         const catalog::Catalog& catalog, const Caller& caller,
                                         const CreateRequest& request,

@@ -108,6 +108,7 @@ void Projection::apply(const schema::Event::Reader& event) {
     image.env = envOf(created.getEnv());
     image.version = event.getStreamVersion();
     const std::string k = key(image.tenant, image.name);
+    if (event.getIdempotencyKey().size() > 0) createdBy_[event.getIdempotencyKey()] = streamId;
     live_[k] = streamId;
     incarnations_[k] += 1;
     streams_[streamId] = std::move(image);
@@ -257,6 +258,11 @@ std::string Projection::nextStreamId(const std::string& tenant, const std::strin
   auto it = incarnations_.find(key(tenant, name));
   const uint32_t n = (it == incarnations_.end() ? 0 : it->second) + 1;
   return "image/" + tenant + "/" + name + "/" + std::to_string(n);
+}
+
+const ImageState* Projection::byIdempotencyKey(const std::string& key) const {
+  auto it = createdBy_.find(key);
+  return it == createdBy_.end() ? nullptr : byStream(it->second);
 }
 
 std::vector<std::string> Projection::tenants() const {

@@ -89,6 +89,8 @@ class Projection {
   // The stream id the next image of that tenant and name gets ("image/<tenant>/<name>/<n>").
   std::string nextStreamId(const std::string& tenant, const std::string& name) const;
   const CatalogState& catalog() const { return catalog_; }
+  // The image an append with this idempotency key created (the key as stored), or null.
+  const ImageState* byIdempotencyKey(const std::string& key) const;
   // Every tenant that has (or had) an image, sorted.
   std::vector<std::string> tenants() const;
 
@@ -100,6 +102,7 @@ class Projection {
   std::map<std::string, ImageState> streams_;     // by stream id, deleted ones included
   std::map<std::string, std::string> live_;       // "tenant/name" -> stream id
   std::map<std::string, uint32_t> incarnations_;  // "tenant/name" -> images ever created
+  std::map<std::string, std::string> createdBy_;  // idempotency key -> stream id
   CatalogState catalog_;
 };
 

@@ -437,6 +437,15 @@ class ImagedImpl final : public api::Imaged::Server {
   }
 
   kj::Promise<void> createImage(CreateImageContext context) override {
+    // A retry of a create that was already recorded: the image it created, nothing recorded.
+    if (caller_ && context.getParams().getIdempotencyKey().size() > 0) {
+      const std::string key = domain::scopedKey(*caller_, context.getParams().getIdempotencyKey());
+      if (const ImageState* image = service_.projection().byIdempotencyKey(key)) {
+        fillImage(context.getResults().initImage(), *image, false);
+        logCall("createImage", std::chrono::steady_clock::now(), "");
+        return kj::READY_NOW;
+      }
+    }
     return write(
         "createImage", context,
         [&]() {

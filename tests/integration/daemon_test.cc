@@ -1,0 +1,499 @@
+// The real imaged, started as a process on a temporary socket and data directory, driven
+// through imagectl and the client library.
+#include <capnp/serialize.h>
+#include <gtest/gtest.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <regex>
+
+#include "client/client.h"
+#include "schema/events.capnp.h"
+#include "tests/common/temp_dir.h"
+#include "tests/integration/harness.h"
+
+namespace imaged::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+const std::string kSample = std::string(IMAGED_SOURCE_DIR) + "/catalog/sample";
+
+// A catalog for the seed's example: php lines 8.4, 8.3 and 8.2; php-redis exists for 8.2 and
+// 8.3 only, so adding it skips 8.4.
+void writePhpCatalog(const std::string& dir, const std::string& newest84 = "8.4.1") {
+  writeFile(dir + "/repositories/main/x86_64/APKINDEX",
+            "P:glibc\nV:2.40-r3\nL:LGPL-2.1\n\n"
+            "P:php-8.2\nV:8.2.26-r0\nD:glibc\np:php=8.2.26\n\n"
+            "P:php-8.3\nV:8.3.14-r0\nD:glibc\np:php=8.3.14\n\n"
+            "P:php-8.4\nV:8.4.1-r0\nD:glibc\np:php=8.4.1\n\n"
+            "P:php-8.4\nV:8.4.2-r0\nD:glibc\np:php=8.4.2\n\n"
+            "P:php-8.2-redis\nV:6.1.0-r0\nD:php-8.2\np:php-redis=6.1.0-r0\n\n"
+            "P:php-8.3-redis\nV:6.1.0-r0\nD:php-8.3\np:php-redis=6.1.0-r0\n\n"
+            "P:php-8.4-intl\nV:8.4.1-r0\nD:php-8.4\np:php-intl=8.4.1\n");
+  writeFile(dir + "/starters/php.yaml",
+            "name: php\ndescription: PHP runtime\nenvironment: {PATH: /usr/bin}\nlines:\n"
+            "  - line: \"8.4\"\n    versions:\n      - {version: \"" +
+                newest84 +
+                "\", packages: [php-8.4=" + (newest84 == "8.4.1" ? "8.4.1-r0" : "8.4.2-r0") +
+                ", glibc=2.40-r3]}\n"
+                "  - line: \"8.3\"\n    versions:\n      - {version: \"8.3.14\", packages: "
+                "[php-8.3=8.3.14-r0, glibc=2.40-r3]}\n"
+                "  - line: \"8.2\"\n    versions:\n      - {version: \"8.2.26\", packages: "
+                "[php-8.2=8.2.26-r0, glibc=2.40-r3]}\n");
+}
+
+class DaemonTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ::chmod(dir.path().c_str(), 0755); }
+
+  void start(const std::string& catalog = kSample, std::vector<std::string> extra = {},
+             std::map<std::string, std::string> env = {}) {
+    daemon =
+        std::make_unique<Daemon>(Daemon::Options{catalog, dir.sub("data"), socket(), extra, env});
+    ASSERT_TRUE(daemon->start()) << daemon->log();
+  }
+  void restart(const std::string& catalog = kSample, std::map<std::string, std::string> env = {}) {
+    const auto extra = daemon->options().extraArgs;
+    daemon.reset();
+    start(catalog, extra, env);
+  }
+  std::string socket() const { return dir.sub("imaged.sock"); }
+
+  ProcessResult ctl(std::vector<std::string> args, std::vector<std::string> prefix = {}) {
+    std::vector<std::string> argv = prefix;
+    argv.push_back(IMAGECTL_BIN);
+    argv.push_back("--socket");
+    argv.push_back(socket());
+    argv.insert(argv.end(), args.begin(), args.end());
+    return runProcess(argv);
+  }
+  json ctlJson(std::vector<std::string> args, int expectCode = 0) {
+    args.insert(args.begin(), "--json");
+    ProcessResult r = ctl(args);
+    EXPECT_EQ(r.code, expectCode) << r.err << r.out;
+    try {
+      return json::parse(r.out);
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "not JSON: " << r.out << r.err;
+      return json();
+    }
+  }
+  std::unique_ptr<client::Client> connect() {
+    auto c = client::Client::connect(socket());
+    EXPECT_TRUE(c.ok()) << (c.ok() ? "" : c.error().message);
+    return c.ok() ? std::move(c).value() : nullptr;
+  }
+  size_t eventCount() {
+    auto events = connect()->readEvents(1, 10000);
+    EXPECT_TRUE(events.ok());
+    return events.ok() ? events->size() : 0;
+  }
+  bool buildEnded(const std::string& name) {
+    json j = ctlJson({"show", name});
+    return j.value("status", "") != "in-progress";
+  }
+
+  TempDir dir;
+  std::unique_ptr<Daemon> daemon;
+};
+
+TEST_F(DaemonTest, CreateWaitShowListAndTagsFollowTheJsonContract) {
+  start();
+  ProcessResult created = ctl({"create", "web", "--starter", "python", "--add", "py3-flask",
+                               "--env", "APP_MODE=prod", "--description", "the web app", "--wait"});
+  ASSERT_EQ(created.code, 0) << created.err;
+  // --wait shows each line as it is recorded, then the summary.
+  for (const char* line : {"line 3.13: built", "line 3.12: built", "line 3.11: skipped"}) {
+    EXPECT_NE(created.out.find(line), std::string::npos) << created.out;
+  }
+  json show = ctlJson({"show", "web"});
+  for (const char* key : {"name", "fullName", "description", "starter", "status", "createdAt",
+                          "packages", "env", "version", "lines", "tags", "error"}) {
+    EXPECT_TRUE(show.contains(key)) << key;
+  }
+  EXPECT_EQ(show["name"], "web");
+  EXPECT_EQ(show["fullName"], "local/web");
+  EXPECT_EQ(show["description"], "the web app");
+  EXPECT_EQ(show["status"], "created");
+  EXPECT_TRUE(std::regex_match(show["createdAt"].get<std::string>(),
+                               std::regex(R"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)")));
+  EXPECT_EQ(show["packages"], json::array({"py3-flask"}));
+  EXPECT_EQ(show["env"], json({{"APP_MODE", "prod"}}));
+  EXPECT_TRUE(show["error"].is_null());
+  ASSERT_EQ(show["lines"].size(), 3u);
+  EXPECT_EQ(show["lines"][0]["line"], "3.13");
+  EXPECT_EQ(show["lines"][0]["status"], "built");
+  EXPECT_NE(std::find(show["lines"][0]["packages"].begin(), show["lines"][0]["packages"].end(),
+                      "py3.13-flask=3.1.0-r0"),
+            show["lines"][0]["packages"].end());
+  EXPECT_EQ(show["lines"][2]["status"], "skipped");
+  EXPECT_EQ(show["lines"][2]["code"], "E_PACKAGE_CONFLICT");
+  EXPECT_NE(show["lines"][2]["reason"].get<std::string>().find("python-3.11"), std::string::npos);
+  EXPECT_EQ(show["tags"], json({{"3", "3.13.1"},
+                                {"3.12", "3.12.8"},
+                                {"3.12.8", "3.12.8"},
+                                {"3.13", "3.13.1"},
+                                {"3.13.1", "3.13.1"},
+                                {"latest", "3.13.1"}}));
+  EXPECT_EQ(ctlJson({"tags", "web"}), show["tags"]);
+  json list = ctlJson({"list"});
+  ASSERT_TRUE(list.is_array());
+  ASSERT_EQ(list.size(), 1u);
+  EXPECT_EQ(list[0]["fullName"], "local/web");
+  EXPECT_EQ(list[0]["tags"], show["tags"]);
+}
+
+TEST_F(DaemonTest, TheSeedsExampleLatestAndMajorPointAt83When84IsSkipped) {
+  writePhpCatalog(dir.sub("php-catalog"));
+  start(dir.sub("php-catalog"));
+  ASSERT_EQ(ctl({"create", "api", "--starter", "php", "--add", "php-redis", "--wait"}).code, 0);
+  json show = ctlJson({"show", "api"});
+  EXPECT_EQ(show["lines"][0]["line"], "8.4");
+  EXPECT_EQ(show["lines"][0]["status"], "skipped");
+  EXPECT_EQ(show["tags"]["latest"], "8.3.14");
+  EXPECT_EQ(show["tags"]["8"], "8.3.14");
+  EXPECT_EQ(show["tags"]["8.2"], "8.2.26");
+  EXPECT_FALSE(show["tags"].contains("8.4"));
+  const std::string why = show["lines"][0]["reason"];
+  for (const char* part :
+       {"php-redis", "php-8.3-redis", "php-8.2-redis", "php-8.4-8.4.1-r0 is pinned"}) {
+    EXPECT_NE(why.find(part), std::string::npos) << part << " in " << why;
+  }
+}
+
+TEST_F(DaemonTest, EveryRefusedRequestHasItsCodeAndRecordsNothing) {
+  start();
+  ASSERT_EQ(ctl({"create", "web", "--starter", "python", "--wait"}).code, 0);
+  const size_t before = eventCount();
+  struct Case {
+    std::vector<std::string> args;
+    const char* code;
+  };
+  const std::vector<Case> cases = {
+      {{"create", "web", "--starter", "python"}, "E_NAME_TAKEN"},
+      {{"create", "Web!", "--starter", "python"}, "E_INVALID_NAME"},
+      {{"create", "x.", "--starter", "python"}, "E_INVALID_NAME"},
+      {{"create", std::string(129, 'a'), "--starter", "python"}, "E_INVALID_NAME"},
+      {{"create", "x", "--starter", "cobol"}, "E_STARTER_NOT_FOUND"},
+      {{"create", "x", "--starter", "python", "--env", "A=1", "--env", "A=2"},
+       "E_ENV_DUPLICATE_KEY"},
+      {{"create", "x", "--starter", "python", "--env", "A"}, "E_ENV_EMPTY_VALUE"},
+      {{"create", "x", "--starter", "python", "--env", "A="}, "E_ENV_EMPTY_VALUE"},
+      {{"create", "x", "--starter", "python", "--env", "2A=x"}, "E_ENV_INVALID_KEY"},
+      {{"create", "x", "--starter", "python", "--env", "LANG=fr"}, "E_ENV_RESERVED_KEY"},
+      {{"create", "x", "--starter", "python", "--env", "PYTHON_VERSION=2"}, "E_ENV_RESERVED_KEY"},
+      {{"create", "x", "--starter", "python", "--add", "left-pad"}, "E_PACKAGE_NOT_FOUND"},
+      {{"create", "x", "--starter", "python", "--add", "curl>="}, "E_INVALID_ARGUMENT"},
+      {{"show", "nothing"}, "E_NOT_FOUND"},
+      {{"delete", "nothing"}, "E_NOT_FOUND"},
+      {{"edit", "web", "--expect-version", "1", "--add", "jq"}, "E_VERSION_CONFLICT"},
+      {{"edit", "web", "--remove", "jq"}, "E_INVALID_ARGUMENT"},
+      {{"show", "web", "--at", "yesterday"}, "E_INVALID_ARGUMENT"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> args = c.args;
+    args.insert(args.begin(), "--json");
+    ProcessResult r = ctl(args);
+    EXPECT_EQ(r.code, 1) << c.code << ": " << r.err;
+    EXPECT_EQ(r.err.rfind(std::string("error[") + c.code + "]: ", 0), 0u) << r.err;
+    json j = json::parse(r.out, nullptr, false);
+    EXPECT_EQ(j["error"]["code"], c.code) << r.out;
+    EXPECT_FALSE(j["error"]["message"].get<std::string>().empty());
+  }
+  auto c = connect();
+  client::ImageEdit starterChange;
+  starterChange.starter = "node";
+  auto immutable = c->edit("web", starterChange);
+  ASSERT_FALSE(immutable.ok());
+  EXPECT_EQ(immutable.error().code, "E_IMMUTABLE_FIELD");
+  client::ImageEdit rename;
+  rename.name = "other";
+  EXPECT_EQ(c->edit("web", rename).error().code, "E_IMMUTABLE_FIELD");
+  EXPECT_EQ(eventCount(), before);
+}
+
+TEST_F(DaemonTest, PreviewPlansEveryLineAndRecordsNothing) {
+  start();
+  const size_t before = eventCount();
+  json preview = ctlJson({"preview", "--starter", "python", "--add", "curl"});
+  ASSERT_EQ(preview["lines"].size(), 3u);
+  EXPECT_EQ(preview["lines"][0]["status"], "built");
+  EXPECT_EQ(preview["lines"][2]["status"], "skipped");  // curl needs glibc 2.40; 3.11 pins 2.39
+  EXPECT_NE(preview["lines"][2]["reason"].get<std::string>().find("glibc-2.39-r0 is pinned"),
+            std::string::npos);
+  EXPECT_EQ(eventCount(), before);
+  EXPECT_EQ(ctlJson({"list"}).size(), 0u);
+}
+
+TEST_F(DaemonTest, ARetriedCreateWithTheSameKeyReturnsTheFirstImage) {
+  start();
+  auto c = connect();
+  client::ImageSpec spec{"api", "", "node", {"yarn"}, {}};
+  auto first = c->create(spec, "key-42");
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  ASSERT_TRUE(c->watch("api", nullptr, std::chrono::seconds(20)).ok());  // the build has ended
+  const size_t after = eventCount();
+  auto again = c->create(spec, "key-42");
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  EXPECT_EQ(again->fullName, "local/api");
+  EXPECT_EQ(eventCount(), after) << "a retry must record nothing";
+  // A different key is a different request: the name is taken now.
+  EXPECT_EQ(c->create(spec, "key-43").error().code, "E_NAME_TAKEN");
+}
+
+TEST_F(DaemonTest, EditRebuildsWithTheNewPackagesAndExpectedVersionsAreHonoured) {
+  start();
+  ASSERT_EQ(ctl({"create", "web", "--starter", "python", "--wait"}).code, 0);
+  json before = ctlJson({"show", "web"});
+  const auto version = before["version"].get<uint64_t>();
+  ProcessResult edited = ctl({"edit", "web", "--expect-version", std::to_string(version), "--add",
+                              "py3-requests", "--env", "MODE=x", "--wait"});
+  ASSERT_EQ(edited.code, 0) << edited.err;
+  json after = ctlJson({"show", "web"});
+  EXPECT_GT(after["version"].get<uint64_t>(), version);
+  EXPECT_EQ(after["packages"], json::array({"py3-requests"}));
+  EXPECT_EQ(after["env"], json({{"MODE", "x"}}));
+  const auto& pkgs = after["lines"][0]["packages"];
+  EXPECT_NE(std::find(pkgs.begin(), pkgs.end(), "py3.13-requests=2.32.3-r0"), pkgs.end());
+  EXPECT_EQ(after["createdAt"], before["createdAt"]);  // the first successful build's time stays
+  json builds = ctlJson({"builds", "web"});
+  ASSERT_EQ(builds.size(), 2u);
+  EXPECT_EQ(builds[1]["reason"], "edited");
+  ASSERT_EQ(ctl({"rebuild", "web", "--wait"}).code, 0);
+  EXPECT_EQ(ctlJson({"builds", "web"}).size(), 3u);
+}
+
+TEST_F(DaemonTest, AFailedRebuildKeepsThePreviousTagsAndReportsItsCode) {
+  start();
+  ASSERT_EQ(ctl({"create", "web", "--starter", "python", "--wait"}).code, 0);
+  const json tags = ctlJson({"tags", "web"});
+  ProcessResult failed = ctl({"edit", "web", "--add", "fasttool", "--wait"});
+  EXPECT_EQ(failed.code, 4) << failed.out << failed.err;
+  json show = ctlJson({"show", "web"});
+  EXPECT_EQ(show["status"], "failed");
+  EXPECT_EQ(show["error"]["code"], "E_NO_BUILDABLE_LINE");
+  EXPECT_EQ(show["tags"], tags);
+  EXPECT_EQ(ctl({"wait", "web"}).code, 4);
+}
+
+TEST_F(DaemonTest, DeleteRemovesTheImageAndItsNameCanBeUsedAgain) {
+  start();
+  ASSERT_EQ(ctl({"create", "web", "--starter", "python", "--wait"}).code, 0);
+  ASSERT_EQ(ctl({"delete", "web"}).code, 0);
+  EXPECT_EQ(ctl({"show", "web"}).code, 1);
+  EXPECT_EQ(ctlJson({"list"}).size(), 0u);
+  ASSERT_EQ(ctl({"create", "web", "--starter", "nginx", "--wait"}).code, 0);
+  json show = ctlJson({"show", "web"});
+  EXPECT_EQ(show["starter"], "nginx");
+  json history = ctlJson({"history", "web"});
+  EXPECT_EQ(history[0]["kind"], "imageCreated");
+  EXPECT_EQ(history[0]["version"], 1);
+}
+
+TEST_F(DaemonTest, RestartGivesTheSameState) {
+  start();
+  ASSERT_EQ(ctl({"create", "a", "--starter", "python", "--add", "py3-flask", "--wait"}).code, 0);
+  ASSERT_EQ(ctl({"create", "b", "--starter", "node", "--add", "node-sqlite", "--wait"}).code, 0);
+  ASSERT_EQ(ctl({"edit", "b", "--add", "yarn", "--wait"}).code, 0);
+  ASSERT_EQ(ctl({"create", "c", "--starter", "nginx", "--wait"}).code, 0);
+  ASSERT_EQ(ctl({"delete", "c"}).code, 0);
+  const json before = ctlJson({"list"});
+  const json showBefore = ctlJson({"show", "b"});
+  daemon->signal(SIGTERM);
+  EXPECT_EQ(daemon->wait(), 0);
+  restart();
+  EXPECT_EQ(ctlJson({"list"}), before);
+  EXPECT_EQ(ctlJson({"show", "b"}), showBefore);
+}
+
+TEST_F(DaemonTest, ABuildKilledMidwayIsResumedAfterTheRestart) {
+  start(kSample, {}, {{"IMAGED_TEST_LINE_DELAY_MS", "2000"}});
+  ASSERT_EQ(ctl({"create", "web", "--starter", "python"}).code, 0);
+  ASSERT_TRUE(eventually([&] {
+    json s = ctlJson({"show", "web"});
+    return s["lines"].size() == 3;  // BuildStarted is recorded; no line has finished
+  }));
+  daemon->signal(SIGKILL);
+  daemon->wait();
+  restart(kSample, {});
+  ASSERT_TRUE(eventually([&] { return buildEnded("web"); }));
+  json show = ctlJson({"show", "web"});
+  EXPECT_EQ(show["status"], "created");
+  json builds = ctlJson({"builds", "web"});
+  ASSERT_EQ(builds.size(), 1u) << builds.dump();
+  EXPECT_EQ(builds[0]["status"], "succeeded");
+  EXPECT_NE(daemon->log().find("resuming build"), std::string::npos);
+}
+
+TEST_F(DaemonTest, ABuildKilledMidwayEndsInterruptedWhenTheCatalogChangedAndRunsAgain) {
+  writePhpCatalog(dir.sub("php"));
+  start(dir.sub("php"), {}, {{"IMAGED_TEST_LINE_DELAY_MS", "2000"}});
+  ASSERT_EQ(ctl({"create", "api", "--starter", "php"}).code, 0);
+  ASSERT_TRUE(eventually([&] { return ctlJson({"show", "api"})["lines"].size() == 3; }));
+  daemon->signal(SIGKILL);
+  daemon->wait();
+  writePhpCatalog(dir.sub("php"), "8.4.2");  // a new production version of line 8.4
+  restart(dir.sub("php"), {});
+  ASSERT_TRUE(eventually([&] {
+    json b = ctlJson({"builds", "api"});
+    return b.size() == 2 && b[1]["status"] == "succeeded";
+  }));
+  json builds = ctlJson({"builds", "api"});
+  EXPECT_EQ(builds[0]["status"], "failed");
+  EXPECT_EQ(builds[0]["error"]["code"], "E_BUILD_INTERRUPTED");
+  EXPECT_EQ(builds[1]["reason"], "resumed");
+  EXPECT_EQ(ctlJson({"tags", "api"})["latest"], "8.4.2");
+}
+
+TEST_F(DaemonTest, SighupWithANewStarterVersionRebuildsAndMovesTheTags) {
+  writePhpCatalog(dir.sub("php"));
+  start(dir.sub("php"));
+  ASSERT_EQ(ctl({"create", "api", "--starter", "php", "--wait"}).code, 0);
+  EXPECT_EQ(ctlJson({"tags", "api"})["latest"], "8.4.1");
+  const std::string digest = ctlJson({"catalog"})["digest"];
+  writePhpCatalog(dir.sub("php"), "8.4.2");
+  daemon->signal(SIGHUP);
+  ASSERT_TRUE(eventually([&] { return ctlJson({"tags", "api"}).value("latest", "") == "8.4.2"; }));
+  json builds = ctlJson({"builds", "api"});
+  ASSERT_EQ(builds.size(), 2u);
+  EXPECT_EQ(builds[1]["reason"], "catalog-changed");
+  EXPECT_NE(ctlJson({"catalog"})["digest"], digest);
+}
+
+TEST_F(DaemonTest, ACatalogThatFailsToLoadLeavesTheOldOneInForce) {
+  writePhpCatalog(dir.sub("php"));
+  start(dir.sub("php"));
+  const std::string digest = ctlJson({"catalog"})["digest"];
+  fs::remove_all(dir.sub("php/repositories"));
+  ProcessResult reload = ctl({"catalog", "--reload"});
+  EXPECT_EQ(reload.code, 1);
+  EXPECT_NE(reload.err.find("repositories"), std::string::npos) << reload.err;
+  EXPECT_EQ(ctlJson({"catalog"})["digest"], digest);
+  EXPECT_EQ(ctl({"create", "api", "--starter", "php", "--wait"}).code, 0);
+}
+
+TEST_F(DaemonTest, TenantsSeeOnlyTheirOwnImagesAndUnmappedUidsAreRefused) {
+  if (::geteuid() != 0 || ::system("command -v setpriv >/dev/null") != 0) {
+    GTEST_SKIP() << "needs root and setpriv to act as another uid";
+  }
+  const passwd* nobody = ::getpwnam("nobody");
+  ASSERT_NE(nobody, nullptr);
+  writeFile(dir.sub("config.yaml"),
+            "tenants:\n  \"" + std::to_string(nobody->pw_uid) + "\": globex\n");
+  start(kSample,
+        {"--config", dir.sub("config.yaml"), "--socket-group", "nogroup", "--tenant", "acme"});
+  auto as = [&](uid_t uid) {
+    return std::vector<std::string>{"setpriv", "--reuid=" + std::to_string(uid), "--regid=nogroup",
+                                    "--clear-groups"};
+  };
+  ASSERT_EQ(ctl({"create", "web", "--starter", "python", "--wait"}).code, 0);
+  EXPECT_EQ(ctlJson({"show", "web"})["fullName"], "acme/web");
+
+  ProcessResult list = ctl({"--json", "list"}, as(nobody->pw_uid));
+  ASSERT_EQ(list.code, 0) << list.err;
+  EXPECT_EQ(json::parse(list.out).size(), 0u);
+  ProcessResult show = ctl({"show", "web"}, as(nobody->pw_uid));
+  EXPECT_EQ(show.code, 1);
+  EXPECT_NE(show.err.find("E_NOT_FOUND"), std::string::npos);
+  ProcessResult create =
+      ctl({"--json", "create", "web", "--starter", "node", "--wait"}, as(nobody->pw_uid));
+  ASSERT_EQ(create.code, 0) << create.err;
+  EXPECT_EQ(json::parse(create.out)["fullName"], "globex/web");
+  EXPECT_EQ(ctlJson({"show", "web"})["starter"], "python");  // acme's is untouched
+  ProcessResult events = ctl({"catalog", "--reload"}, as(nobody->pw_uid));
+  EXPECT_NE(events.err.find("E_PERMISSION_DENIED"), std::string::npos);
+
+  ProcessResult stranger = ctl({"list"}, as(4242));
+  EXPECT_EQ(stranger.code, 1);
+  EXPECT_NE(stranger.err.find("E_PERMISSION_DENIED"), std::string::npos) << stranger.err;
+}
+
+TEST_F(DaemonTest, TheSocketIsPrivateByDefault) {
+  start();
+  struct stat st {};
+  ASSERT_EQ(::stat(socket().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+}
+
+TEST_F(DaemonTest, AMalformedMessageDropsThatConnectionOnly) {
+  start();
+  auto c = connect();
+  ASSERT_TRUE(c->starters().ok());
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, socket().c_str(), sizeof addr.sun_path - 1);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  // A segment table claiming a huge message, then garbage.
+  const unsigned char junk[] = {0, 0, 0, 0, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3, 4, 5, 6, 7, 8};
+  ASSERT_EQ(::write(fd, junk, sizeof junk), static_cast<ssize_t>(sizeof junk));
+  char buf[256];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof buf)) > 0) {
+  }
+  EXPECT_LE(n, 0) << "the daemon closes the connection";
+  ::close(fd);
+  EXPECT_TRUE(c->starters().ok()) << "other connections keep working";
+  EXPECT_TRUE(connect()->list().ok());
+  EXPECT_TRUE(daemon->running());
+}
+
+TEST_F(DaemonTest, ASecondDaemonOnTheSameSocketIsRefusedAndAStaleSocketIsReplaced) {
+  start();
+  ProcessResult second = runProcess(
+      {IMAGED_BIN, "--catalog", kSample, "--data-dir", dir.sub("data2"), "--socket", socket()});
+  EXPECT_NE(second.code, 0);
+  EXPECT_NE(second.err.find("another imaged is serving"), std::string::npos) << second.err;
+  EXPECT_TRUE(connect()->starters().ok()) << "the first daemon keeps serving";
+  daemon->signal(SIGKILL);  // leaves its socket file behind
+  daemon->wait();
+  ASSERT_TRUE(fs::exists(socket()));
+  restart();
+  EXPECT_TRUE(connect()->starters().ok());
+}
+
+TEST_F(DaemonTest, SigtermStopsCleanly) {
+  start();
+  ASSERT_EQ(ctl({"create", "web", "--starter", "python"}).code, 0);
+  daemon->signal(SIGTERM);
+  EXPECT_EQ(daemon->wait(), 0);
+  EXPECT_NE(daemon->log().find("imaged stopped"), std::string::npos);
+}
+
+TEST_F(DaemonTest, ImagectlWithoutADaemonExitsThree) {
+  ProcessResult r = ctl({"list"});
+  EXPECT_EQ(r.code, 3);
+  EXPECT_NE(r.err.find("error[E_UNAVAILABLE]"), std::string::npos) << r.err;
+  EXPECT_EQ(ctl({"no-such-command"}).code, 2);
+}
+
+TEST_F(DaemonTest, TheLogHoldsEveryChangeAsDecodableEvents) {
+  start();
+  ASSERT_EQ(ctl({"create", "web", "--starter", "python", "--add", "py3-flask", "--wait"}).code, 0);
+  auto events = connect()->readEvents(1, 1000);
+  ASSERT_TRUE(events.ok());
+  std::vector<std::string> kinds;
+  uint64_t expected = 1;
+  for (const std::string& bytes : *events) {
+    auto words = kj::heapArray<capnp::word>(bytes.size() / sizeof(capnp::word));
+    std::memcpy(words.begin(), bytes.data(), bytes.size());
+    capnp::FlatArrayMessageReader reader(words);
+    auto e = reader.getRoot<schema::Event>();
+    EXPECT_EQ(e.getSequence(), expected++);
+    kinds.push_back(std::to_string(static_cast<int>(e.getPayload().which())));
+  }
+  // catalogLoaded, imageCreated, buildRequested, buildStarted, 3 line results, buildSucceeded.
+  EXPECT_EQ(events->size(), 8u);
+}
+
+}  // namespace
+}  // namespace imaged::testing
