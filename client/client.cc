@@ -120,6 +120,32 @@ class WatcherImpl final : public api::BuildWatcher::Server {
   kj::Own<kj::PromiseFulfiller<Ended>> done_;
 };
 
+class SubscriberImpl final : public api::EventSubscriber::Server {
+ public:
+  using Done = std::shared_ptr<bool>;
+  SubscriberImpl(std::function<bool(const std::vector<std::string>&)> onEvents,
+                 kj::Own<kj::PromiseFulfiller<Done>> done)
+      : onEvents_(std::move(onEvents)), done_(kj::mv(done)) {}
+
+  kj::Promise<void> events(EventsContext context) override {
+    if (finished_) return kj::READY_NOW;
+    std::vector<std::string> batch;
+    for (auto d : context.getParams().getEvents()) {
+      batch.emplace_back(reinterpret_cast<const char*>(d.begin()), d.size());
+    }
+    if (!onEvents_(batch)) {
+      finished_ = true;
+      done_->fulfill(std::make_shared<bool>(true));
+    }
+    return kj::READY_NOW;
+  }
+
+ private:
+  std::function<bool(const std::vector<std::string>&)> onEvents_;
+  kj::Own<kj::PromiseFulfiller<Done>> done_;
+  bool finished_ = false;
+};
+
 }  // namespace
 
 struct Client::Impl {
@@ -394,6 +420,23 @@ Result<std::vector<std::string>> Client::readEvents(uint64_t from, uint32_t limi
       out.emplace_back(reinterpret_cast<const char*>(d.begin()), d.size());
     return out;
   });
+}
+
+Status Client::subscribe(uint64_t from,
+                         const std::function<bool(const std::vector<std::string>&)>& onEvents,
+                         std::chrono::milliseconds timeout) {
+  auto paf = kj::newPromiseAndFulfiller<SubscriberImpl::Done>();
+  auto req = impl_->imaged.subscribeRequest();
+  req.setFrom(from);
+  req.setSubscriber(kj::heap<SubscriberImpl>(onEvents, kj::mv(paf.fulfiller)));
+  auto started =
+      impl_->run(req.send(), [](auto& r) -> Result<std::shared_ptr<api::Handle::Client>> {
+        IMAGED_RETURN_IF_ERROR(r);
+        return std::make_shared<api::Handle::Client>(r.getHandle());
+      });
+  if (!started.ok()) return started.error();
+  return impl_->call(kj::mv(paf.promise), timeout,
+                     [](SubscriberImpl::Done&) -> Status { return Ok{}; });
 }
 
 Result<CatalogInfo> Client::reloadCatalog() {

@@ -135,6 +135,12 @@ class Client {
                       std::chrono::milliseconds timeout);
   // Raw events (flat Cap'n Proto Event messages) from sequence `from`; for the daemon's own uid.
   Result<std::vector<std::string>> readEvents(uint64_t from, uint32_t limit);
+  // Every event from sequence `from` on, in order, then each new one as it is committed, in
+  // batches to `onEvents` (each a flat Cap'n Proto Event message), until `onEvents` returns
+  // false (Ok) or `timeout` passes (E_TIMEOUT). For the daemon's own uid.
+  Status subscribe(uint64_t from,
+                   const std::function<bool(const std::vector<std::string>&)>& onEvents,
+                   std::chrono::milliseconds timeout);
   Result<CatalogInfo> reloadCatalog();
   Result<CatalogInfo> catalogInfo();
 

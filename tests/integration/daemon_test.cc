@@ -13,6 +13,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <thread>
 
 #include "client/client.h"
 #include "schema/events.capnp.h"
@@ -493,6 +494,54 @@ TEST_F(DaemonTest, TheLogHoldsEveryChangeAsDecodableEvents) {
   }
   // catalogLoaded, imageCreated, buildRequested, buildStarted, 3 line results, buildSucceeded.
   EXPECT_EQ(events->size(), 8u);
+}
+
+TEST_F(DaemonTest, ASubscriberGetsStoredEventsThenLiveOnesInOrder) {
+  start();
+  ASSERT_EQ(ctl({"create", "a", "--starter", "nginx", "--wait"}).code, 0);
+  auto c = connect();
+  std::vector<uint64_t> sequences;
+  bool sawLiveBuildEnd = false;
+  std::thread writer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    EXPECT_EQ(ctl({"create", "b", "--starter", "node", "--wait"}).code, 0);
+  });
+  auto done = c->subscribe(
+      2,
+      [&](const std::vector<std::string>& batch) {
+        for (const std::string& bytes : batch) {
+          auto words = kj::heapArray<capnp::word>(bytes.size() / sizeof(capnp::word));
+          std::memcpy(words.begin(), bytes.data(), bytes.size());
+          capnp::FlatArrayMessageReader reader(words);
+          auto e = reader.getRoot<schema::Event>();
+          sequences.push_back(e.getSequence());
+          if (std::string(e.getStreamId().cStr()).find("/b/") != std::string::npos &&
+              e.getPayload().which() == schema::Payload::BUILD_SUCCEEDED) {
+            sawLiveBuildEnd = true;
+          }
+        }
+        return !sawLiveBuildEnd;
+      },
+      std::chrono::seconds(20));
+  writer.join();
+  ASSERT_TRUE(done.ok()) << done.error().message;
+  EXPECT_TRUE(sawLiveBuildEnd);
+  ASSERT_FALSE(sequences.empty());
+  for (size_t i = 0; i < sequences.size(); ++i)
+    EXPECT_EQ(sequences[i], i + 2) << "gapless, in order";
+}
+
+TEST_F(DaemonTest, OnlyTheDaemonsOwnUidMayReadTheWholeLog) {
+  if (::geteuid() != 0 || ::system("command -v setpriv >/dev/null") != 0) {
+    GTEST_SKIP() << "needs root and setpriv to act as another uid";
+  }
+  const passwd* nobody = ::getpwnam("nobody");
+  writeFile(dir.sub("config.yaml"), "tenants:\n  nobody: globex\n");
+  start(kSample, {"--config", dir.sub("config.yaml"), "--socket-group", "nogroup"});
+  ProcessResult r =
+      runProcess({"setpriv", "--reuid=" + std::to_string(nobody->pw_uid), "--regid=nogroup",
+                  "--clear-groups", IMAGECTL_BIN, "--socket", socket(), "catalog", "--reload"});
+  EXPECT_NE(r.err.find("E_PERMISSION_DENIED"), std::string::npos) << r.err;
 }
 
 }  // namespace
