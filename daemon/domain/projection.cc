@@ -7,6 +7,8 @@
 
 namespace imaged::domain {
 
+const PackageSet LineState::kNoPackages;
+
 const BuildState* ImageState::latestSuccessfulBuild() const {
   for (auto it = builds.rbegin(); it != builds.rend(); ++it) {
     if (it->status == BuildStatus::kSucceeded) return &*it;
@@ -147,7 +149,7 @@ void Projection::applyToImage(ImageState& image, const schema::Event::Reader& ev
       b.id = event.getSequence();
       b.number = static_cast<uint32_t>(image.builds.size() + 1);
       b.reason = requested.getReason();
-      b.catalogDigest = requested.getCatalogDigest();
+      b.catalogDigest = intern(requested.getCatalogDigest().cStr());
       b.requestedAt = time;
       image.builds.push_back(std::move(b));
       return;
@@ -157,7 +159,7 @@ void Projection::applyToImage(ImageState& image, const schema::Event::Reader& ev
       BuildState* b = image.build(started.getBuildId());
       if (!b || b->status != BuildStatus::kInProgress || b->started) return;
       b->started = true;
-      b->catalogDigest = started.getCatalogDigest();
+      b->catalogDigest = intern(started.getCatalogDigest().cStr());
       for (auto l : started.getLines()) {
         LineState line;
         line.line = l.getLine();
@@ -182,16 +184,19 @@ void Projection::applyToImage(ImageState& image, const schema::Event::Reader& ev
         auto r = payload.getLineBuilt();
         line->status = LineStatus::kBuilt;
         line->version = r.getVersion();
-        line->packages.clear();
-        for (auto p : r.getPackages())
-          line->packages.push_back(std::string(p.getName()) + "=" + std::string(p.getVersion()));
+        PackageSet set;
+        set.reserve(r.getPackages().size());
+        for (auto p : r.getPackages()) {
+          set.push_back(std::string(p.getName()) + "=" + std::string(p.getVersion()));
+        }
+        line->packages = &*packageSets_.insert(std::move(set)).first;
         line->digest = r.getDigest();
       } else {
         auto r = payload.getLineSkipped();
         line->status = LineStatus::kSkipped;
         line->version = r.getVersion();
         line->code = r.getCode();
-        line->reason = r.getReason();
+        line->reason = intern(r.getReason().cStr());
       }
       return;
     }

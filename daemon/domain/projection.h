@@ -7,7 +7,9 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "daemon/catalog/starter.h"
@@ -21,13 +23,20 @@ using catalog::EnvVar;
 enum class LineStatus { kPending, kBuilt, kSkipped };
 enum class BuildStatus { kInProgress, kSucceeded, kFailed, kCancelled };
 
+// A resolved package set (name=version, sorted). Identical sets are shared: most lines of most
+// images resolve to one of a few sets, and the projection keeps one copy of each.
+using PackageSet = std::vector<std::string>;
+
 struct LineState {
   std::string line;
   std::string version;
   LineStatus status = LineStatus::kPending;
-  std::vector<std::string> packages;  // name=version, when built
-  std::string code, reason;           // when skipped
-  std::string digest;                 // when built and written
+  const PackageSet* packages = &kNoPackages;  // when built; owned by the Projection
+  std::string code;                           // when skipped
+  std::string_view reason;                    // when skipped; owned by the Projection (shared)
+  std::string digest;                         // when built and written
+
+  static const PackageSet kNoPackages;
 };
 
 struct BuildState {
@@ -35,8 +44,8 @@ struct BuildState {
   uint32_t number = 0;  // 1-based within the image
   schema::BuildReason reason = schema::BuildReason::CREATED;
   BuildStatus status = BuildStatus::kInProgress;
-  bool started = false;       // BuildStarted recorded: `lines` and `catalogDigest` are set
-  std::string catalogDigest;  // requested against, then the one it resolved against
+  bool started = false;            // BuildStarted recorded: `lines` and `catalogDigest` are set
+  std::string_view catalogDigest;  // requested against, then resolved against (shared)
   int64_t requestedAt = 0, endedAt = 0;
   std::vector<LineState> lines;
   std::string errorCode, errorMessage;  // when failed or cancelled
@@ -103,6 +112,10 @@ class Projection {
   std::map<std::string, std::string> live_;       // "tenant/name" -> stream id
   std::map<std::string, uint32_t> incarnations_;  // "tenant/name" -> images ever created
   std::map<std::string, std::string> createdBy_;  // idempotency key -> stream id
+  std::set<PackageSet> packageSets_;              // every distinct resolved set, shared
+  std::set<std::string, std::less<>> texts_;      // digests and reasons, shared
+
+  std::string_view intern(std::string_view text) { return *texts_.emplace(text).first; }
   CatalogState catalog_;
 };
 

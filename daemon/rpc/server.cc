@@ -60,9 +60,9 @@ void fillLine(api::LineResult::Builder b, const LineState& l) {
   b.setLine(l.line);
   b.setVersion(l.version);
   b.setStatus(domain::toString(l.status));
-  setTexts(b.initPackages(l.packages.size()), l.packages);
+  setTexts(b.initPackages(l.packages->size()), *l.packages);
   b.setCode(l.code);
-  b.setReason(l.reason);
+  b.setReason(std::string(l.reason));
   b.setDigest(l.digest);
 }
 
@@ -73,7 +73,7 @@ void fillBuild(api::Build::Builder b, const domain::BuildState& s) {
   b.setStatus(domain::toString(s.status));
   b.setRequestedAt(domain::formatTime(s.requestedAt));
   b.setEndedAt(domain::formatTime(s.endedAt));
-  b.setCatalogDigest(s.catalogDigest);
+  b.setCatalogDigest(std::string(s.catalogDigest));
   auto lines = b.initLines(s.lines.size());
   for (size_t i = 0; i < s.lines.size(); ++i) fillLine(lines[i], s.lines[i]);
   if (!s.errorCode.empty()) {

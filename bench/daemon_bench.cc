@@ -1,0 +1,296 @@
+// Benchmarks of the daemon as a whole: the real imaged as a child process.
+// Usage: daemon_bench IMAGED_BIN CATALOG_DIR SCRATCH [--quick]
+//
+// rpc.show.1 / rpc.show.64  getImage calls/s with 1 and 64 calls in flight, against a bare Cap'n
+//                           Proto echo server over a Unix socket, same payload size and calls in
+//                           flight, in the same run.
+// rpc.create.64             durable creates/s from 64 concurrent clients, against the echo at
+//                           64 in flight.
+// daemon.start              time from exec to a connectable socket with a log of 1 M events
+//                           (100,000 images; --quick: 10,000), against the 1 s target.
+// daemon.memory             the daemon's RSS per image beyond an empty daemon's, against 1 KiB;
+//                           also reports the log's bytes per image.
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <capnp/ez-rpc.h>
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <kj/async-io.h>
+
+#include <atomic>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+#include <vector>
+
+#include "bench/echo.capnp.h"
+#include "bench_util.h"
+#include "daemon/catalog/catalog.h"
+#include "daemon/catalog/tags.h"
+#include "daemon/domain/events.h"
+#include "schema/api.capnp.h"
+#include "store/event_log.h"
+
+using imaged::bench::report;
+using imaged::bench::Stopwatch;
+namespace fs = std::filesystem;
+namespace ev = imaged::domain::events;
+
+namespace {
+
+class EchoImpl final : public Echo::Server {
+  kj::Promise<void> echo(EchoContext context) override {
+    context.getResults().setData(context.getParams().getData());
+    return kj::READY_NOW;
+  }
+};
+
+pid_t startEcho(const std::string& socket) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    capnp::EzRpcServer server(kj::heap<EchoImpl>(), "unix:" + socket);
+    kj::NEVER_DONE.wait(server.getWaitScope());
+    _exit(0);
+  }
+  return pid;
+}
+
+bool connectable(const std::string& path) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return ok;
+}
+
+void waitFor(const std::string& socket) {
+  for (int i = 0; i < 60000 && !connectable(socket); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+
+pid_t startDaemon(const std::string& bin, const std::string& catalog, const std::string& data,
+                  const std::string& socket) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    freopen("/dev/null", "w", stderr);
+    execl(bin.c_str(), bin.c_str(), "--catalog", catalog.c_str(), "--data-dir", data.c_str(),
+          "--socket", socket.c_str(), "--log-level", "warn", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  return pid;
+}
+
+void stop(pid_t pid) {
+  kill(pid, SIGTERM);
+  int status;
+  waitpid(pid, &status, 0);
+}
+
+long rssKiB(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
+  }
+  return 0;
+}
+
+// Calls/s of `call` with `inFlight` outstanding for `total` calls on one connection.
+template <typename MakeCall>
+double rate(kj::WaitScope& ws, int inFlight, int total, MakeCall&& makeCall) {
+  Stopwatch sw;
+  int started = 0;
+  std::function<kj::Promise<void>()> chain = [&]() -> kj::Promise<void> {
+    if (started >= total) return kj::READY_NOW;
+    ++started;
+    return makeCall().then([&]() { return chain(); });
+  };
+  kj::Vector<kj::Promise<void>> lanes;
+  for (int i = 0; i < inFlight; ++i) lanes.add(chain());
+  kj::joinPromises(lanes.releaseAsArray()).wait(ws);
+  return total / sw.seconds();
+}
+
+void benchRpc(const std::string& bin, const std::string& catalog, const std::string& scratch,
+              bool quick) {
+  const std::string data = scratch + "/rpc-data", socket = scratch + "/rpc.sock",
+                    echoSocket = scratch + "/echo.sock";
+  const pid_t daemon = startDaemon(bin, catalog, data, socket);
+  const pid_t echo = startEcho(echoSocket);
+  waitFor(socket);
+  waitFor(echoSocket);
+  const int total = quick ? 2000 : 20000;
+  {
+    capnp::EzRpcClient client("unix:" + socket);
+    auto imaged = client.getMain<imaged::api::Imaged>();
+    auto& ws = client.getWaitScope();
+    auto create = imaged.createImageRequest();
+    create.initSpec().setName("web");
+    create.getSpec().setStarter("python");
+    create.getSpec().initPackages(1).set(0, "py3-flask");
+    create.send().wait(ws);
+    // Let the build finish so that show returns the full image.
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    auto probe = imaged.getImageRequest();
+    probe.setName("web");
+    auto response = probe.send().wait(ws);
+    const size_t payload = response.totalSize().wordCount * 8;
+
+    capnp::EzRpcClient echoClient("unix:" + echoSocket);
+    auto echoCap = echoClient.getMain<Echo>();
+    auto& ews = echoClient.getWaitScope();
+    std::vector<kj::byte> bytes(payload, 'x');
+    for (int inFlight : {1, 64}) {
+      const double ours = rate(ws, inFlight, total, [&] {
+        auto req = imaged.getImageRequest();
+        req.setName("web");
+        return req.send().ignoreResult();
+      });
+      const double base = rate(ews, inFlight, total, [&] {
+        auto req = echoCap.echoRequest();
+        req.setData(kj::arrayPtr(bytes.data(), bytes.size()));
+        return req.send().ignoreResult();
+      });
+      report("rpc.show." + std::to_string(inFlight), "calls/s", ours, "capnp.echo", base,
+             "\"payload_bytes\": " + std::to_string(payload) + ", \"target_ratio\": 0.7");
+    }
+  }
+  // Durable creates from 64 clients, each on its own connection and thread.
+  {
+    const int clients = 64, perClient = quick ? 5 : 20;
+    std::atomic<int> failures{0};
+    Stopwatch sw;
+    std::vector<std::thread> threads;
+    for (int t = 0; t < clients; ++t) {
+      threads.emplace_back([&, t] {
+        capnp::EzRpcClient client("unix:" + socket);
+        auto imaged = client.getMain<imaged::api::Imaged>();
+        for (int i = 0; i < perClient; ++i) {
+          auto req = imaged.createImageRequest();
+          req.initSpec().setName("c" + std::to_string(t) + "-" + std::to_string(i));
+          req.getSpec().setStarter("nginx");
+          req.setIdempotencyKey("bench-" + std::to_string(t) + "-" + std::to_string(i));
+          auto r = req.send().wait(client.getWaitScope());
+          if (r.hasError()) ++failures;
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    const double ours = clients * perClient / sw.seconds();
+    capnp::EzRpcClient echoClient("unix:" + echoSocket);
+    auto echoCap = echoClient.getMain<Echo>();
+    std::vector<kj::byte> bytes(256, 'x');
+    const double base = rate(echoClient.getWaitScope(), 64, quick ? 2000 : 20000, [&] {
+      auto req = echoCap.echoRequest();
+      req.setData(kj::arrayPtr(bytes.data(), bytes.size()));
+      return req.send().ignoreResult();
+    });
+    report("rpc.create.64", "creates/s", ours, "capnp.echo", base,
+           "\"failures\": " + std::to_string(failures.load()) + ", \"target_ratio\": 0.5");
+  }
+  stop(daemon);
+  kill(echo, SIGKILL);
+  waitpid(echo, nullptr, 0);
+}
+
+// A log as the daemon would have written it for `images` images of the sample catalog, ten
+// events each: created, requested, started, three lines, succeeded, then a rebuild that
+// failed (requested, started, failed).
+void writeLog(const std::string& data, const std::string& catalogDir, int images) {
+  auto catalog = *imaged::catalog::Catalog::load(catalogDir);
+  imaged::store::EventLog::Options o;
+  o.path = data + "/log";
+  auto log = std::move(imaged::store::EventLog::open(o)).value();
+  std::vector<std::pair<std::string, std::vector<imaged::catalog::BuiltLine>>> starters;
+  for (const auto& s : catalog->starters())
+    starters.emplace_back(s.name, imaged::catalog::buildableLines(s));
+  imaged::store::AppendRequest first;
+  first.streamId = "catalog";
+  first.payloads.push_back(ev::catalogLoaded(catalog->digest(), catalogDir, starters));
+  uint64_t next = log->append(std::move(first))->lastSequence + 1;
+  const auto& python = *catalog->findStarter("python");
+  const auto lines = imaged::catalog::buildableLines(python);
+  std::vector<ev::ResolvedPackage> packages;
+  for (const auto& p : python.lines[0].production().packages)
+    packages.push_back({p.name, p.version});
+  std::atomic<int> pending{0};
+  for (int i = 0; i < images; ++i) {
+    imaged::store::AppendRequest r;
+    const std::string name = "image-" + std::to_string(i);
+    r.streamId = "image/bench/" + name + "/1";
+    r.actor = {"bench", 0, "bench"};
+    const uint64_t build = next + 1, rebuild = next + 7;
+    r.payloads.push_back(
+        ev::imageCreated("bench", name, "", "python", {"py3-flask"}, {{"MODE", "x"}}));
+    r.payloads.push_back(
+        ev::buildRequested(imaged::schema::BuildReason::CREATED, catalog->digest()));
+    r.payloads.push_back(ev::buildStarted(build, catalog->digest(), lines));
+    for (const auto& l : lines)
+      r.payloads.push_back(ev::lineBuilt(build, l.line, l.version, packages, ""));
+    r.payloads.push_back(ev::buildSucceeded(build));
+    r.payloads.push_back(
+        ev::buildRequested(imaged::schema::BuildReason::REBUILD, catalog->digest()));
+    r.payloads.push_back(ev::buildStarted(rebuild, catalog->digest(), lines));
+    r.payloads.push_back(ev::buildFailed(rebuild, "E_NO_BUILDABLE_LINE", "bench"));
+    next += r.payloads.size();
+    ++pending;
+    log->appendAsync(std::move(r), [&](imaged::Result<imaged::store::AppendResult> res) {
+      if (!res.ok()) std::abort();
+      --pending;
+    });
+    while (pending > 256) std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+  while (pending > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+
+void benchStart(const std::string& bin, const std::string& catalog, const std::string& scratch,
+                bool quick) {
+  const int images = quick ? 10'000 : 100'000;
+  const std::string data = scratch + "/start-data", socket = scratch + "/start.sock";
+  writeLog(data, catalog, images);
+  const uint64_t logBytes = fs::file_size(data + "/log/data.mdb");
+
+  Stopwatch sw;
+  const pid_t daemon = startDaemon(bin, catalog, data, socket);
+  waitFor(socket);
+  const double ms = sw.seconds() * 1000;
+  const long rss = rssKiB(daemon);
+  stop(daemon);
+  report(
+      "daemon.start", "ms", ms, "target", 1000.0,
+      "\"events\": " + std::to_string(images * 10 + 1) + ", \"images\": " + std::to_string(images));
+
+  const std::string emptyData = scratch + "/empty-data", emptySocket = scratch + "/empty.sock";
+  const pid_t empty = startDaemon(bin, catalog, emptyData, emptySocket);
+  waitFor(emptySocket);
+  const long emptyRss = rssKiB(empty);
+  stop(empty);
+  const double perImage = (rss - emptyRss) * 1024.0 / images;
+  report("daemon.memory", "bytes/image", perImage, "target", 1024.0,
+         "\"rss_kib\": " + std::to_string(rss) +
+             ", \"empty_rss_kib\": " + std::to_string(emptyRss) +
+             ", \"log_bytes_per_image\": " + std::to_string(logBytes / images));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 4) {
+    std::fprintf(stderr, "usage: daemon_bench IMAGED_BIN CATALOG_DIR SCRATCH [--quick]\n");
+    return 2;
+  }
+  const std::string bin = argv[1], catalog = argv[2], scratch = argv[3];
+  const bool quick = argc > 4 && std::string(argv[4]) == "--quick";
+  fs::remove_all(scratch);
+  fs::create_directories(scratch);
+  benchRpc(bin, catalog, scratch, quick);
+  benchStart(bin, catalog, scratch, quick);
+  fs::remove_all(scratch);
+  return 0;
+}
