@@ -196,6 +196,30 @@ void Service::dispatch(const std::string& streamId, std::vector<domain::LineJob>
   }
 }
 
+void Service::resolveLines(std::vector<domain::LineJob> jobs,
+                           std::function<void(std::vector<domain::LineOutcome>)> done) {
+  if (jobs.empty()) {
+    done({});
+    return;
+  }
+  struct Gather {
+    std::vector<domain::LineOutcome> outcomes;
+    size_t left;
+    std::function<void(std::vector<domain::LineOutcome>)> done;
+  };
+  auto gather = std::make_shared<Gather>(
+      Gather{std::vector<domain::LineOutcome>(jobs.size()), jobs.size(), std::move(done)});
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    asio::post(workers_, [poster = poster_, gather, i, job = std::move(jobs[i])] {
+      domain::LineOutcome outcome = domain::buildLine(job);
+      poster->post([gather, i, outcome = std::move(outcome)]() mutable {
+        gather->outcomes[i] = std::move(outcome);
+        if (--gather->left == 0) gather->done(std::move(gather->outcomes));
+      });
+    });
+  }
+}
+
 void Service::onLineDone(domain::LineOutcome outcome, std::string streamId) {
   auto it = running_.find(outcome.buildId);
   if (it == running_.end()) return;

@@ -65,6 +65,11 @@ class Service {
   // keeps the catalog in force and returns why.
   void reloadCatalog(std::function<void(Result<std::shared_ptr<const catalog::Catalog>>)> done);
 
+  // Resolves `jobs` on the build workers (nothing is recorded); `done` gets the outcomes, in the
+  // jobs' order, on the loop thread.
+  void resolveLines(std::vector<domain::LineJob> jobs,
+                    std::function<void(std::vector<domain::LineOutcome>)> done);
+
   // Observers see every event applied to the projection, in order, after it is applied.
   using Observer = std::function<void(const schema::Event::Reader&)>;
   uint64_t addObserver(Observer observer);

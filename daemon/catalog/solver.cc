@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cassert>
+#include <map>
 
 namespace imaged::catalog {
 namespace {
@@ -424,11 +425,36 @@ std::vector<std::string> Solver::explain() const {
       if (var(l) != v) stack.push_back(var(l));
     }
   }
+  // Records that one installed record keeps out of its slots are named in one step: "X takes
+  // 'python3', so A and B cannot" rather than one step each.
   std::vector<std::string> steps;
+  struct KeptOut {
+    size_t step;                     // index of the taker's step
+    std::vector<PackageId> records;  // kept out, in trail order
+  };
+  std::map<PackageId, KeptOut> keptOut;  // by taker
   for (Lit l : trail_) {
-    if (!involved[var(l)]) continue;
-    std::string s = describeStep(var(l));
+    const PackageId v = var(l);
+    if (!involved[v]) continue;
+    if (reasons_[v].kind == ReasonKind::kSlot) {
+      auto [it, fresh] = keptOut.try_emplace(reasons_[v].index, KeptOut{steps.size(), {}});
+      if (fresh) steps.emplace_back();
+      it->second.records.push_back(v);
+      continue;
+    }
+    std::string s = describeStep(v);
     if (!s.empty() && std::find(steps.begin(), steps.end(), s) == steps.end()) steps.push_back(s);
+  }
+  for (const auto& [taker, kept] : keptOut) {
+    std::string list;
+    for (size_t i = 0; i < kept.records.size(); ++i) {
+      list += (i == 0                         ? ""
+               : i + 1 == kept.records.size() ? " and "
+                                              : ", ") +
+              describe(kept.records[i]);
+    }
+    steps[kept.step] = describe(taker) + " takes " + sharedSlots(taker, kept.records.front()) +
+                       ", so " + list + " cannot";
   }
   steps.push_back(describeConflict(final_));
   return steps;

@@ -419,20 +419,39 @@ class ImagedImpl final : public api::Imaged::Server {
   }
 
   kj::Promise<void> preview(PreviewContext context) override {
-    return handle("preview", context, [&]() -> Status {
-      auto c = service_.catalog();
-      domain::CreateRequest spec = specOf(context.getParams().getSpec());
-      auto atoms = domain::validateSpec(*c, spec, false);
-      if (!atoms.ok()) return atoms.error();
+    const auto start = std::chrono::steady_clock::now();
+    auto c = service_.catalog();
+    domain::CreateRequest spec = specOf(context.getParams().getSpec());
+    Result<std::vector<domain::LineJob>> jobs = Error{"E_PERMISSION_DENIED", ""};
+    if (!caller_) {
+      jobs = unmapped();
+    } else if (auto atoms = domain::validateSpec(*c, spec, false); !atoms.ok()) {
+      jobs = atoms.error();
+    } else {
       domain::ImageState image;
       image.starter = spec.starter;
       image.packages = spec.packages;
-      auto jobs = domain::planBuild(c, image, 0);
-      if (!jobs.ok()) return jobs.error();
-      auto lines = context.getResults().initLines(jobs->size());
-      for (size_t i = 0; i < jobs->size(); ++i)
-        fillPreviewLine(lines[i], domain::buildLine((*jobs)[i]));
-      return Ok{};
+      jobs = domain::planBuild(c, image, 0);
+    }
+    if (!jobs.ok()) {
+      setError(context.getResults(), jobs.error());
+      logCall("preview", start, jobs.error().code);
+      return kj::READY_NOW;
+    }
+    // Resolution runs on the build workers, never on the loop thread.
+    using Outcomes = std::shared_ptr<std::vector<domain::LineOutcome>>;
+    auto paf = kj::newPromiseAndFulfiller<Outcomes>();
+    auto fulfiller =
+        std::make_shared<kj::Own<kj::PromiseFulfiller<Outcomes>>>(kj::mv(paf.fulfiller));
+    service_.resolveLines(
+        std::move(jobs).value(), [fulfiller](std::vector<domain::LineOutcome> outcomes) {
+          (*fulfiller)
+              ->fulfill(std::make_shared<std::vector<domain::LineOutcome>>(std::move(outcomes)));
+        });
+    return paf.promise.then([this, context, start](Outcomes outcomes) mutable {
+      auto lines = context.getResults().initLines(outcomes->size());
+      for (size_t i = 0; i < outcomes->size(); ++i) fillPreviewLine(lines[i], (*outcomes)[i]);
+      logCall("preview", start, "");
     });
   }
 

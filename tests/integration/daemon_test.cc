@@ -13,6 +13,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <sstream>
 #include <thread>
 
 #include "client/client.h"
@@ -468,6 +469,27 @@ TEST_F(DaemonTest, SigtermStopsCleanly) {
   daemon->signal(SIGTERM);
   EXPECT_EQ(daemon->wait(), 0);
   EXPECT_NE(daemon->log().find("imaged stopped"), std::string::npos);
+}
+
+TEST_F(DaemonTest, JsonLogsAreOneObjectPerLineWithARequestLine) {
+  start(kSample, {"--log-format", "json"});
+  ASSERT_EQ(ctl({"create", "web", "--starter", "python", "--env", "Q=\"quoted\"", "--wait"}).code,
+            0);
+  ASSERT_EQ(ctl({"show", "nothing"}).code, 1);
+  daemon->signal(SIGTERM);
+  daemon->wait();
+  std::istringstream lines(daemon->log());
+  int requests = 0, buildEnds = 0;
+  for (std::string line; std::getline(lines, line);) {
+    json j = json::parse(line, nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << line;
+    const std::string m = j["message"];
+    if (m.find("method=createImage outcome=ok") != std::string::npos) ++requests;
+    if (m.find("method=getImage outcome=E_NOT_FOUND") != std::string::npos) ++requests;
+    if (m.find("succeeded") != std::string::npos && m.rfind("build ", 0) == 0) ++buildEnds;
+  }
+  EXPECT_EQ(requests, 2);
+  EXPECT_EQ(buildEnds, 1);
 }
 
 TEST_F(DaemonTest, ImagectlWithoutADaemonExitsThree) {
