@@ -182,8 +182,9 @@ interface Imaged {
   history @10 (name :Text) -> (entries :List(HistoryEntry), error :Error);
 
   watch @11 (name :Text, watcher :BuildWatcher) -> (handle :Handle, image :Image, error :Error);
-  # Sends each line result of the image's current build as it is recorded, then `ended`. When no
-  # build is in progress, `ended` comes at once. Dropping the handle stops it.
+  # Sends each line result of the image's latest build (those already recorded first, then each
+  # as it is recorded), then `ended` once the build has ended (at once when it already has).
+  # Dropping the handle stops it.
 
   readEvents @12 (from :UInt64, limit :UInt32) -> (events :List(Data), last :UInt64, error :Error);
   # Stored events from sequence `from`, at most `limit`. The log holds every tenant's events, so

@@ -236,6 +236,17 @@ class Watch {
     if (observer_) service_.removeObserver(observer_);
   }
 
+  // The lines the build has already recorded, so that a watch started after some of them
+  // misses none.
+  void sendRecordedLines(const domain::BuildState& build) {
+    for (const LineState& l : build.lines) {
+      if (l.status == LineStatus::kPending) continue;
+      auto req = watcher_.lineRequest();
+      fillLine(req.initResult(), l);
+      queue([req = kj::mv(req)]() mutable { return req.send(); });
+    }
+  }
+
   void sendEnded() {
     const ImageState* image = service_.projection().byStream(streamId_);
     auto req = watcher_.endedRequest();
@@ -619,6 +630,7 @@ class ImagedImpl final : public api::Imaged::Server {
       const domain::BuildState* latest = (*image)->latestBuild();
       auto watch = kj::heap<Watch>(service_, context.getParams().getWatcher(), caller_->tenant,
                                    (*image)->name, (*image)->streamId, latest ? latest->id : 0);
+      if (latest) watch->sendRecordedLines(*latest);
       if (!latest || latest->status != BuildStatus::kInProgress) watch->sendEnded();
       context.getResults().setHandle(kj::heap<HandleImpl>(kj::mv(watch)));
       return Ok{};
