@@ -313,28 +313,32 @@ class EventFeed {
   ~EventFeed() { service_.removeObserver(observer_); }
 
  private:
+  // Starts sending when idle. Called when the feed starts and after every commit.
   void pump() {
     if (sending_ || failed_) return;
-    auto txn = service_.log().read();
-    if (!txn.ok()) return;
+    sending_ = true;
+    inFlight_ = sendFrom().eagerlyEvaluate([this](kj::Exception&&) { failed_ = true; });
+  }
+
+  // Sends the next batch and, once the subscriber has taken it, the one after, until caught up.
+  // Each step returns the rest of the chain: nothing replaces a promise while it runs.
+  kj::Promise<void> sendFrom() {
     std::vector<store::StoredEvent> batch;
-    (void)(*txn)->forEach(next_, [&](const store::EventRef& e) {
-      batch.push_back({e.sequence(), kj::heapArray(e.words())});
-      return batch.size() < 256;
-    });
-    txn = Error{};
-    if (batch.empty()) return;
+    if (auto txn = service_.log().read(); txn.ok()) {
+      (void)(*txn)->forEach(next_, [&](const store::EventRef& e) {
+        batch.push_back({e.sequence(), kj::heapArray(e.words())});
+        return batch.size() < 256;
+      });
+    }
+    if (batch.empty()) {
+      sending_ = false;
+      return kj::READY_NOW;
+    }
     auto req = subscriber_.eventsRequest();
     auto list = req.initEvents(batch.size());
     for (size_t i = 0; i < batch.size(); ++i) list.set(i, batch[i].words.asBytes());
     next_ = batch.back().sequence + 1;
-    sending_ = true;
-    inFlight_ = req.send()
-                    .then([this] {
-                      sending_ = false;
-                      pump();
-                    })
-                    .eagerlyEvaluate([this](kj::Exception&&) { failed_ = true; });
+    return req.send().then([this] { return sendFrom(); });
   }
 
   Service& service_;

@@ -546,7 +546,7 @@ TEST_F(DaemonTest, ASubscriberGetsStoredEventsThenLiveOnesInOrder) {
       },
       std::chrono::seconds(20));
   writer.join();
-  ASSERT_TRUE(done.ok()) << done.error().message;
+  ASSERT_TRUE(done.ok()) << done.error().message << "\n" << daemon->log();
   EXPECT_TRUE(sawLiveBuildEnd);
   ASSERT_FALSE(sequences.empty());
   for (size_t i = 0; i < sequences.size(); ++i)
