@@ -1,0 +1,136 @@
+#include "daemon/image/line_image.h"
+
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <map>
+
+#include "daemon/domain/projection.h"
+
+namespace imaged::image {
+namespace {
+
+std::string sha1Base64(const std::string& data) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha1(), nullptr);
+  std::string out(4 * ((len + 2) / 3), '\0');
+  out.resize(static_cast<size_t>(
+      EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), md, static_cast<int>(len))));
+  return out;
+}
+
+std::string join(const std::vector<std::string>& parts) {
+  std::string out;
+  for (const auto& p : parts) out += (out.empty() ? "" : " ") + p;
+  return out;
+}
+
+}  // namespace
+
+std::string installedDatabase(
+    const catalog::Catalog& catalog,
+    const std::vector<std::pair<catalog::PackageId, const ApkFile*>>& packages) {
+  std::string db;
+  for (const auto& [id, apk] : packages) {
+    const catalog::PackageRecord& r = catalog.package(id);
+    if (!apk->controlChecksum.empty()) db += "C:" + apk->controlChecksum + "\n";
+    db += "P:" + r.name + "\nV:" + r.version + "\n";
+    db += "A:" + (r.arch.empty() ? std::string("x86_64") : r.arch) + "\n";
+    db += "S:" + std::to_string(r.size) + "\nI:" + std::to_string(r.installedSize) + "\n";
+    db += "T:" + r.description + "\n";
+    if (!r.url.empty()) db += "U:" + r.url + "\n";
+    db += "L:" + r.license + "\n";
+    if (!r.origin.empty()) db += "o:" + r.origin + "\n";
+    std::vector<std::string> deps, provides;
+    for (const auto& d : r.depends) deps.push_back(d.str());
+    for (const auto& p : r.provides)
+      provides.push_back(p.version.empty() ? p.name : p.name + "=" + p.version);
+    if (!deps.empty()) db += "D:" + join(deps) + "\n";
+    if (!provides.empty()) db += "p:" + join(provides) + "\n";
+    // Files grouped under their directories (F:), each with its checksum (Z:).
+    std::map<std::string, std::vector<const FileEntry*>> byDir;
+    for (const FileEntry& f : apk->files) {
+      if (f.type == FileEntry::Type::kDirectory) {
+        byDir[f.path];
+        continue;
+      }
+      const size_t slash = f.path.rfind('/');
+      byDir[slash == std::string::npos ? "" : f.path.substr(0, slash)].push_back(&f);
+    }
+    for (const auto& [dir, files] : byDir) {
+      if (!dir.empty()) db += "F:" + dir + "\n";
+      for (const FileEntry* f : files) {
+        const size_t slash = f->path.rfind('/');
+        db += "R:" + (slash == std::string::npos ? f->path : f->path.substr(slash + 1)) + "\n";
+        if (f->type == FileEntry::Type::kFile) db += "Z:Q1" + sha1Base64(f->data) + "\n";
+      }
+    }
+    db += "\n";
+  }
+  return db;
+}
+
+Result<Descriptor> writeLineImage(const LineImageInput& in, BlobStore& blobs) {
+  const catalog::Catalog& catalog = *in.catalog;
+  std::vector<catalog::PackageId> ids = in.packages;
+  std::sort(ids.begin(), ids.end(), [&](catalog::PackageId a, catalog::PackageId b) {
+    return catalog.package(a).name < catalog.package(b).name;
+  });
+  std::vector<ApkFile> apks;
+  apks.reserve(ids.size());
+  for (catalog::PackageId id : ids) {
+    const catalog::PackageRecord& r = catalog.package(id);
+    const std::string path = catalog.repositories()[catalog.repositoryOf(id)].path + "/" + r.name +
+                             "-" + r.version + ".apk";
+    auto apk = readApk(path, r.checksum);
+    if (!apk.ok()) return apk.error();
+    apks.push_back(std::move(apk).value());
+  }
+  // One file per path: a later package (by name) does not overwrite an earlier one's file.
+  std::map<std::string, FileEntry> files;
+  std::vector<std::pair<catalog::PackageId, const ApkFile*>> installed;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    installed.emplace_back(ids[i], &apks[i]);
+    for (const FileEntry& f : apks[i].files) files.emplace(f.path, f);
+  }
+  auto add = [&](const std::string& path, std::string data) {
+    FileEntry f;
+    f.path = path;
+    f.data = std::move(data);
+    f.uname = f.gname = "root";
+    files[path] = std::move(f);
+  };
+  add("lib/apk/db/installed", installedDatabase(catalog, installed));
+  std::string world;
+  std::vector<std::string> sortedWorld = in.world;
+  std::sort(sortedWorld.begin(), sortedWorld.end());
+  for (const auto& w : sortedWorld) world += w + "\n";
+  add("etc/apk/world", world);
+
+  std::vector<FileEntry> list;
+  for (auto& [path, f] : files) list.push_back(std::move(f));
+  const int64_t created = domain::parseTime(in.published).value_or(0) / 1'000'000'000;
+  auto layer = writeLayer(std::move(list), created);
+  if (!layer.ok()) return layer.error();
+  auto layerBlob = blobs.put(layer->tarGz, kLayerMediaType);
+  if (!layerBlob.ok()) return layerBlob.error();
+
+  ImageConfig config;
+  config.env = in.env;
+  config.entrypoint = in.entrypoint;
+  config.cmd = in.cmd;
+  config.user = in.user;
+  config.workdir = in.workdir;
+  config.created = domain::formatTime(created * 1'000'000'000);
+  config.labels = {{"io.imaged.private-image", "true"},
+                   {"io.imaged.tenant", in.tenant},
+                   {"io.imaged.starter", in.starter},
+                   {"io.imaged.line", in.line},
+                   {"io.imaged.version", in.version}};
+  auto configBlob = blobs.put(configJson(config, {layer->diffId}), kConfigMediaType);
+  if (!configBlob.ok()) return configBlob.error();
+  return blobs.put(manifestJson(*configBlob, {*layerBlob}), kManifestMediaType);
+}
+
+}  // namespace imaged::image
