@@ -149,7 +149,8 @@ int main(int argc, char** argv) {
   port.setLoop(&loop);
   kj::WaitScope waitScope(loop);
 
-  imaged::Service::Options serviceOptions{catalogDir, workers};
+  imaged::Service::Options serviceOptions{
+      catalogDir, (std::filesystem::path(dataDir) / "blobs").string(), workers};
   if (const char* delay = std::getenv("IMAGED_TEST_LINE_DELAY_MS"); delay && *delay) {
     serviceOptions.lineDelay = std::chrono::milliseconds(std::atoi(delay));
     logger->warn("IMAGED_TEST_LINE_DELAY_MS: every line waits {} ms (a test hook)", delay);

@@ -28,6 +28,8 @@ Service::Service(asio::io_context& io, store::EventLog& log, std::shared_ptr<spd
       logger_(std::move(logger)),
       options_(std::move(options)),
       workers_(options_.buildWorkers),
+      blobs_(options_.blobDir.empty() ? nullptr
+                                      : std::make_shared<image::BlobStore>(options_.blobDir)),
       poster_(std::make_shared<Poster>(io)) {}
 
 Service::~Service() {
@@ -163,7 +165,7 @@ void Service::appendBuildEvents(const std::string& streamId,
 void Service::startBuild(const std::string& streamId, uint64_t buildId) {
   if (stopped_ || running_.count(buildId) || !isCurrent(streamId, buildId)) return;
   const domain::ImageState& image = *projection_.byStream(streamId);
-  auto jobs = domain::planBuild(catalog_, image, buildId);
+  auto jobs = domain::planBuild(catalog_, image, buildId, blobs_);
   if (!jobs.ok()) {
     appendBuildEvents(streamId, only(domain::events::buildFailed(buildId, jobs.error().code,
                                                                  jobs.error().message)));
@@ -260,7 +262,7 @@ void Service::resumeBuilds() {
       execute(std::move(r), [](Result<store::AppendResult>) {});
       continue;
     }
-    auto jobs = domain::planBuild(catalog_, *image, b->id);
+    auto jobs = domain::planBuild(catalog_, *image, b->id, blobs_);
     if (!jobs.ok()) {
       appendBuildEvents(image->streamId, only(domain::events::buildFailed(
                                              b->id, "E_BUILD_INTERRUPTED", jobs.error().message)));
@@ -275,13 +277,8 @@ void Service::resumeBuilds() {
         }
         continue;
       }
-      domain::LineOutcome o{b->id,
-                            l.line,
-                            l.version,
-                            l.status == LineStatus::kBuilt,
-                            {},
-                            l.code,
-                            std::string(l.reason)};
+      domain::LineOutcome o{b->id, l.line,   l.version, l.status == LineStatus::kBuilt,
+                            {},    l.digest, l.code,    std::string(l.reason)};
       done.push_back(std::move(o));
     }
     logger_->info("resuming build {} of {}/{}: {} of {} lines left", b->id, image->tenant,

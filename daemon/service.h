@@ -23,6 +23,7 @@
 #include "daemon/domain/build.h"
 #include "daemon/domain/commands.h"
 #include "daemon/domain/projection.h"
+#include "daemon/image/oci.h"
 #include "store/event_log.h"
 
 namespace imaged {
@@ -31,6 +32,7 @@ class Service {
  public:
   struct Options {
     std::string catalogDir;
+    std::string blobDir;  // where images go ("": resolve only, write no images)
     size_t buildWorkers = 2;
     // Test hook: each line job waits this long before resolving, so that tests can stop the
     // daemon in the middle of a build. Set from IMAGED_TEST_LINE_DELAY_MS; 0 in production.
@@ -54,6 +56,8 @@ class Service {
   const domain::Projection& projection() const { return projection_; }
   std::shared_ptr<const catalog::Catalog> catalog() const { return catalog_; }
   store::EventLog& log() { return log_; }
+  // The blob store images go to (null when the daemon writes none).
+  std::shared_ptr<image::BlobStore> blobs() const { return blobs_; }
 
   using Done = std::function<void(Result<store::AppendResult>)>;
   // Appends a plan; `done` runs once its events are durable and applied to the projection (or
@@ -102,6 +106,7 @@ class Service {
   std::shared_ptr<spdlog::logger> logger_;
   Options options_;
   asio::thread_pool workers_;
+  std::shared_ptr<image::BlobStore> blobs_;  // null when no images are written
   std::shared_ptr<const catalog::Catalog> catalog_;
   domain::Projection projection_;
   std::map<uint64_t, RunningBuild> running_;  // by build id

@@ -5,7 +5,8 @@
 namespace imaged::domain {
 
 Result<std::vector<LineJob>> planBuild(const std::shared_ptr<const catalog::Catalog>& catalog,
-                                       const ImageState& image, uint64_t buildId) {
+                                       const ImageState& image, uint64_t buildId,
+                                       std::shared_ptr<image::BlobStore> blobs) {
   const catalog::Starter* starter = catalog->findStarter(image.starter);
   if (!starter) {
     return Error{"E_STARTER_NOT_FOUND",
@@ -16,19 +17,46 @@ Result<std::vector<LineJob>> planBuild(const std::shared_ptr<const catalog::Cata
   std::vector<LineJob> jobs;
   for (const catalog::StarterLine& line : starter->lines) {
     if (!line.maintained) continue;
-    jobs.push_back({catalog, buildId, line.line, line.production().version,
-                    line.production().packages, *atoms});
+    LineJob job{catalog, buildId, line.line, line.production().version, line.production().packages,
+                *atoms,  blobs,   {}};
+    image::LineImageInput& in = job.image;
+    in.catalog = catalog;
+    in.tenant = image.tenant;
+    in.starter = starter->name;
+    in.line = line.line;
+    in.version = line.production().version;
+    in.published = line.production().published;
+    for (const auto& e : starter->environmentFor(line)) in.env.emplace_back(e.key, e.value);
+    for (const auto& e : image.env) in.env.emplace_back(e.key, e.value);
+    in.entrypoint = starter->entrypoint;
+    in.cmd = starter->cmd;
+    in.user = starter->user;
+    in.workdir = starter->workdir;
+    for (const auto& p : line.production().packages) in.world.push_back(p.name + "=" + p.version);
+    for (const auto& p : image.packages) in.world.push_back(p);
+    jobs.push_back(std::move(job));
   }
   return jobs;
 }
 
 LineOutcome buildLine(const LineJob& job) {
-  LineOutcome out{job.buildId, job.line, job.version, false, {}, {}, {}};
+  LineOutcome out{job.buildId, job.line, job.version, false, {}, {}, {}, {}};
   auto r = catalog::resolveLine(*job.catalog, {job.line, job.pins, job.added});
   if (!r.ok()) {
     out.code = r.error->code;
     out.reason = r.error->message;
     return out;
+  }
+  if (job.blobs) {
+    image::LineImageInput in = job.image;
+    in.packages = r.packages;
+    auto manifest = image::writeLineImage(in, *job.blobs);
+    if (!manifest.ok()) {
+      out.code = manifest.error().code;
+      out.reason = manifest.error().message;
+      return out;
+    }
+    out.digest = manifest->digest;
   }
   out.built = true;
   for (catalog::PackageId id : r.packages) {
@@ -39,7 +67,7 @@ LineOutcome buildLine(const LineJob& job) {
 }
 
 events::Payload lineEvent(const LineOutcome& o) {
-  if (o.built) return events::lineBuilt(o.buildId, o.line, o.version, o.packages, "");
+  if (o.built) return events::lineBuilt(o.buildId, o.line, o.version, o.packages, o.digest);
   return events::lineSkipped(o.buildId, o.line, o.version, o.code, o.reason);
 }
 

@@ -12,6 +12,7 @@
 #include "daemon/catalog/resolver.h"
 #include "daemon/domain/events.h"
 #include "daemon/domain/projection.h"
+#include "daemon/image/line_image.h"
 
 namespace imaged::domain {
 
@@ -21,6 +22,9 @@ struct LineJob {
   std::string line, version;
   std::vector<catalog::Pin> pins;
   std::vector<catalog::Atom> added;
+  // Where the line's image goes; null to resolve only (preview).
+  std::shared_ptr<image::BlobStore> blobs;
+  image::LineImageInput image;  // all but `packages`, which resolution fills in
 };
 
 struct LineOutcome {
@@ -28,6 +32,7 @@ struct LineOutcome {
   std::string line, version;
   bool built = false;
   std::vector<events::ResolvedPackage> packages;  // when built, sorted by name
+  std::string digest;                             // when built and written: the manifest's
   std::string code, reason;                       // when skipped
 };
 
@@ -35,9 +40,12 @@ struct LineOutcome {
 // version. E_STARTER_NOT_FOUND when the catalog no longer offers the starter; E_PACKAGE_NOT_FOUND
 // (or E_INVALID_ARGUMENT) when an added package is gone from the catalog.
 Result<std::vector<LineJob>> planBuild(const std::shared_ptr<const catalog::Catalog>& catalog,
-                                       const ImageState& image, uint64_t buildId);
+                                       const ImageState& image, uint64_t buildId,
+                                       std::shared_ptr<image::BlobStore> blobs = nullptr);
 
-// Resolves one line. Safe on any thread.
+// Resolves one line and, when the job has a blob store, writes its image (a package file that
+// is missing or corrupt skips the line with E_PACKAGE_MISSING / E_PACKAGE_CORRUPT). Safe on any
+// thread.
 LineOutcome buildLine(const LineJob& job);
 
 // The event that records a line's outcome.

@@ -276,65 +276,6 @@ std::vector<std::string> Projection::tenants() const {
   return {out.begin(), out.end()};
 }
 
-std::string formatTime(int64_t unixNanos) {
-  if (unixNanos == 0) return "";
-  const time_t secs = static_cast<time_t>(unixNanos / 1'000'000'000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
-std::optional<int64_t> parseTime(const std::string& text) {
-  int y = 0, mo = 0, d = 0, h = 0, mi = 0, s = 0;
-  int consumed = 0;
-  if (std::sscanf(text.c_str(), "%4d-%2d-%2d%n", &y, &mo, &d, &consumed) != 3 || consumed != 10) {
-    return std::nullopt;
-  }
-  size_t pos = 10;
-  int64_t offsetSeconds = 0;
-  int64_t nanos = 0;
-  if (pos < text.size()) {
-    if (text[pos] != 'T' && text[pos] != 't' && text[pos] != ' ') return std::nullopt;
-    int n = 0;
-    if (std::sscanf(text.c_str() + pos + 1, "%2d:%2d:%2d%n", &h, &mi, &s, &n) != 3 || n != 8) {
-      return std::nullopt;
-    }
-    pos += 9;
-    if (pos < text.size() && text[pos] == '.') {
-      int64_t scale = 100'000'000;
-      for (++pos; pos < text.size() && text[pos] >= '0' && text[pos] <= '9'; ++pos) {
-        nanos += (text[pos] - '0') * scale;
-        scale /= 10;
-      }
-    }
-    if (pos < text.size()) {
-      if (text[pos] == 'Z' || text[pos] == 'z') {
-        ++pos;
-      } else if (text[pos] == '+' || text[pos] == '-') {
-        int oh = 0, om = 0, n2 = 0;
-        if (std::sscanf(text.c_str() + pos + 1, "%2d:%2d%n", &oh, &om, &n2) != 2 || n2 != 5) {
-          return std::nullopt;
-        }
-        offsetSeconds = (text[pos] == '+' ? 1 : -1) * (oh * 3600 + om * 60);
-        pos += 6;
-      }
-    }
-    if (pos != text.size()) return std::nullopt;
-  }
-  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || s > 60) return std::nullopt;
-  std::tm tm{};
-  tm.tm_year = y - 1900;
-  tm.tm_mon = mo - 1;
-  tm.tm_mday = d;
-  tm.tm_hour = h;
-  tm.tm_min = mi;
-  tm.tm_sec = s;
-  const int64_t secs = static_cast<int64_t>(timegm(&tm)) - offsetSeconds;
-  return secs * 1'000'000'000 + nanos;
-}
-
 const char* toString(BuildStatus s) {
   switch (s) {
     case BuildStatus::kInProgress:

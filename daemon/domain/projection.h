@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/time.h"
 #include "daemon/catalog/starter.h"
 #include "daemon/catalog/tags.h"
 #include "schema/events.capnp.h"
@@ -119,11 +120,8 @@ class Projection {
   CatalogState catalog_;
 };
 
-// "2026-12-04T19:40:00Z" for nanoseconds since the epoch; "" for 0.
-std::string formatTime(int64_t unixNanos);
-// Parses RFC 3339 ("2026-11-01", "2026-11-01T00:00:00Z", with an offset or fractions) into
-// nanoseconds since the epoch; nullopt when it does not parse.
-std::optional<int64_t> parseTime(const std::string& text);
+using imaged::formatTime;
+using imaged::parseTime;
 
 const char* toString(BuildStatus s);
 const char* toString(LineStatus s);

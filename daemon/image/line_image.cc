@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <map>
 
-#include "daemon/domain/projection.h"
+#include "common/time.h"
 
 namespace imaged::image {
 namespace {
@@ -110,7 +110,7 @@ Result<Descriptor> writeLineImage(const LineImageInput& in, BlobStore& blobs) {
 
   std::vector<FileEntry> list;
   for (auto& [path, f] : files) list.push_back(std::move(f));
-  const int64_t created = domain::parseTime(in.published).value_or(0) / 1'000'000'000;
+  const int64_t created = parseTime(in.published).value_or(0) / 1'000'000'000;
   auto layer = writeLayer(std::move(list), created);
   if (!layer.ok()) return layer.error();
   auto layerBlob = blobs.put(layer->tarGz, kLayerMediaType);
@@ -122,7 +122,7 @@ Result<Descriptor> writeLineImage(const LineImageInput& in, BlobStore& blobs) {
   config.cmd = in.cmd;
   config.user = in.user;
   config.workdir = in.workdir;
-  config.created = domain::formatTime(created * 1'000'000'000);
+  config.created = formatTime(created * 1'000'000'000);
   config.labels = {{"io.imaged.private-image", "true"},
                    {"io.imaged.tenant", in.tenant},
                    {"io.imaged.starter", in.starter},

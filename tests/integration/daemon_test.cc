@@ -51,6 +51,11 @@ void writePhpCatalog(const std::string& dir, const std::string& newest84 = "8.4.
                 "[php-8.3=8.3.14-r0, glibc=2.40-r3]}\n"
                 "  - line: \"8.2\"\n    versions:\n      - {version: \"8.2.26\", packages: "
                 "[php-8.2=8.2.26-r0, glibc=2.40-r3]}\n");
+  // Real package files, so that the lines' images can be written.
+  ProcessResult made =
+      runProcess({"python3", std::string(IMAGED_SOURCE_DIR) + "/tests/integration/make_apks.py",
+                  dir + "/repositories/main/x86_64"});
+  ASSERT_EQ(made.code, 0) << made.err;
 }
 
 class DaemonTest : public ::testing::Test {
@@ -147,6 +152,12 @@ TEST_F(DaemonTest, CreateWaitShowListAndTagsFollowTheJsonContract) {
                                 {"3.13.1", "3.13.1"},
                                 {"latest", "3.13.1"}}));
   EXPECT_EQ(ctlJson({"tags", "web"}), show["tags"]);
+  // Built lines are real images: a manifest digest each, the same on a rebuild.
+  const std::string digest = show["lines"][0]["digest"];
+  EXPECT_TRUE(std::regex_match(digest, std::regex("sha256:[0-9a-f]{64}"))) << digest;
+  EXPECT_FALSE(show["lines"][2].contains("digest"));
+  ASSERT_EQ(ctl({"rebuild", "web", "--wait"}).code, 0);
+  EXPECT_EQ(ctlJson({"show", "web"})["lines"][0]["digest"], digest);
   json list = ctlJson({"list"});
   ASSERT_TRUE(list.is_array());
   ASSERT_EQ(list.size(), 1u);
@@ -375,10 +386,10 @@ TEST_F(DaemonTest, ACatalogThatFailsToLoadLeavesTheOldOneInForce) {
   writePhpCatalog(dir.sub("php"));
   start(dir.sub("php"));
   const std::string digest = ctlJson({"catalog"})["digest"];
-  fs::remove_all(dir.sub("php/repositories"));
+  fs::remove_all(dir.sub("php/starters"));
   ProcessResult reload = ctl({"catalog", "--reload"});
   EXPECT_EQ(reload.code, 1);
-  EXPECT_NE(reload.err.find("repositories"), std::string::npos) << reload.err;
+  EXPECT_NE(reload.err.find("starters"), std::string::npos) << reload.err;
   EXPECT_EQ(ctlJson({"catalog"})["digest"], digest);
   EXPECT_EQ(ctl({"create", "api", "--starter", "php", "--wait"}).code, 0);
 }
