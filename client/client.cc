@@ -8,9 +8,14 @@
 #include <kj/async-io.h>
 #include <kj/debug.h>
 
+#include <openssl/evp.h>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
 #include <random>
 
 #include "schema/api.capnp.h"
@@ -437,6 +442,82 @@ Status Client::subscribe(uint64_t from,
   if (!started.ok()) return started.error();
   return impl_->call(kj::mv(paf.promise), timeout,
                      [](SubscriberImpl::Done&) -> Status { return Ok{}; });
+}
+
+Result<std::vector<Tag>> Client::exportImage(const std::string& name, const std::string& dir,
+                                             const std::vector<std::string>& tags) {
+  auto req = impl_->imaged.exportImageRequest();
+  req.setName(name);
+  setTexts(req.initTags(tags.size()), tags);
+  struct Plan {
+    std::vector<Tag> tags;
+    std::vector<std::pair<std::string, uint64_t>> blobs;  // digest, size
+    std::map<std::string, std::string> mediaTypes;
+  };
+  auto plan = impl_->run(req.send(), [](auto& r) -> Result<Plan> {
+    IMAGED_RETURN_IF_ERROR(r);
+    Plan p;
+    for (auto t : r.getManifests()) p.tags.push_back({t.getTag(), t.getVersion(), t.getDigest()});
+    for (auto b : r.getBlobs()) {
+      p.blobs.emplace_back(b.getDigest(), b.getSize());
+      p.mediaTypes[b.getDigest()] = b.getMediaType();
+    }
+    return p;
+  });
+  if (!plan.ok()) return plan.error();
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(dir + "/blobs/sha256", ec);
+  if (ec) return Error{"E_INVALID_ARGUMENT", "cannot create " + dir + ": " + ec.message()};
+  for (const auto& [digest, size] : plan->blobs) {
+    if (digest.rfind("sha256:", 0) != 0 || digest.size() != 71 ||
+        digest.find_first_not_of("0123456789abcdef", 7) != std::string::npos) {
+      return Error{"E_INVALID_ARGUMENT", "the daemon named a bad digest " + digest};
+    }
+    std::string data;
+    while (data.size() < size) {
+      auto piece = impl_->imaged.readBlobRequest();
+      piece.setName(name);
+      piece.setDigest(digest);
+      piece.setOffset(data.size());
+      piece.setLength(static_cast<uint32_t>(std::min<uint64_t>(size - data.size(), 4u << 20)));
+      auto chunk = impl_->run(piece.send(), [](auto& r) -> Result<std::string> {
+        IMAGED_RETURN_IF_ERROR(r);
+        return std::string(reinterpret_cast<const char*>(r.getData().begin()), r.getData().size());
+      });
+      if (!chunk.ok()) return chunk.error();
+      if (chunk->empty()) return Error{"E_UNAVAILABLE", "blob " + digest + " ended early"};
+      data += *chunk;
+    }
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
+    std::string hexDigest = "sha256:";
+    for (unsigned i = 0; i < len; ++i) {
+      hexDigest += "0123456789abcdef"[md[i] >> 4];
+      hexDigest += "0123456789abcdef"[md[i] & 0xf];
+    }
+    if (hexDigest != digest) return Error{"E_UNAVAILABLE", "blob " + digest + " arrived damaged"};
+    std::ofstream out(dir + "/blobs/sha256/" + digest.substr(7),
+                      std::ios::binary | std::ios::trunc);
+    out << data;
+    if (!out) return Error{"E_INVALID_ARGUMENT", "cannot write into " + dir};
+  }
+  nlohmann::json manifests = nlohmann::json::array();
+  for (const Tag& t : plan->tags) {
+    uint64_t size = 0;
+    for (const auto& [d, s] : plan->blobs) {
+      if (d == t.digest) size = s;
+    }
+    manifests.push_back({{"mediaType", plan->mediaTypes[t.digest]},
+                         {"digest", t.digest},
+                         {"size", size},
+                         {"annotations", {{"org.opencontainers.image.ref.name", t.tag}}}});
+  }
+  std::ofstream(dir + "/oci-layout") << R"({"imageLayoutVersion":"1.0.0"})";
+  std::ofstream(dir + "/index.json")
+      << nlohmann::json{{"schemaVersion", 2}, {"manifests", manifests}}.dump();
+  return plan->tags;
 }
 
 Result<CatalogInfo> Client::reloadCatalog() {

@@ -141,6 +141,11 @@ class Client {
   Status subscribe(uint64_t from,
                    const std::function<bool(const std::vector<std::string>&)>& onEvents,
                    std::chrono::milliseconds timeout);
+  // Writes the image as an OCI image layout in `dir` (oci-layout, index.json with each tag as
+  // org.opencontainers.image.ref.name, blobs/sha256/...): all its tags, or those named. Blobs are
+  // fetched from the daemon and checked against their digests.
+  Result<std::vector<Tag>> exportImage(const std::string& name, const std::string& dir,
+                                       const std::vector<std::string>& tags);
   Result<CatalogInfo> reloadCatalog();
   Result<CatalogInfo> catalogInfo();
 

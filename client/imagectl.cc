@@ -249,6 +249,12 @@ int main(int argc, char** argv) {
   waitCmd->add_option("--timeout", waitTimeout, "seconds")->capture_default_str();
   auto* history = app.add_subcommand("history", "the image's events, oldest first");
   history->add_option("NAME", name)->required();
+  auto* exportCmd = app.add_subcommand("export", "write the image as an OCI image layout in DIR");
+  std::string exportDir;
+  std::vector<std::string> exportTags;
+  exportCmd->add_option("NAME", name)->required();
+  exportCmd->add_option("DIR", exportDir)->required();
+  exportCmd->add_option("--tag", exportTags, "export this tag (repeatable; default: all tags)");
   auto* catalog = app.add_subcommand("catalog", "the catalog in force (--reload to reload it)");
   bool reload = false;
   catalog->add_flag("--reload", reload, "reload the catalog from its directory");
@@ -493,6 +499,19 @@ int main(int argc, char** argv) {
       for (const auto& e : *r)
         rows.push_back({std::to_string(e.sequence), e.time, e.kind, e.summary});
       table({"SEQ", "TIME", "EVENT", "SUMMARY"}, rows);
+    }
+    return kOk;
+  }
+  if (*exportCmd) {
+    auto r = c.exportImage(name, exportDir, exportTags);
+    if (!r.ok()) return report(g, r.error());
+    if (g.json) {
+      ordered_json tags = ordered_json::object();
+      for (const auto& t : *r) tags[t.tag] = t.digest;
+      std::cout << ordered_json({{"dir", exportDir}, {"tags", tags}}).dump(2) << "\n";
+    } else {
+      for (const auto& t : *r) std::cout << t.tag << "  " << t.version << "  " << t.digest << "\n";
+      std::cout << "wrote an OCI image layout to " << exportDir << "\n";
     }
     return kOk;
   }

@@ -135,6 +135,12 @@ struct Image {
   tenant @13 :Text;
 }
 
+struct BlobInfo {
+  digest @0 :Text;
+  mediaType @1 :Text;
+  size @2 :UInt64;
+}
+
 struct HistoryEntry {
   sequence @0 :UInt64;
   version @1 :UInt64;
@@ -196,4 +202,12 @@ interface Imaged {
 
   reloadCatalog @14 () -> (catalog :CatalogInfo, error :Error);
   catalogInfo @15 () -> (catalog :CatalogInfo, error :Error);
+
+  exportImage @16 (name :Text, tags :List(Text)) -> (manifests :List(Tag), blobs :List(BlobInfo), error :Error);
+  # What an OCI layout of the image holds: each tag (all when `tags` is empty) with its
+  # manifest's digest, and every blob the manifests reference. E_NOT_FOUND for an unknown tag or
+  # an image with nothing built yet.
+
+  readBlob @17 (name :Text, digest :Text, offset :UInt64, length :UInt32) -> (data :Data, error :Error);
+  # A piece (at most 4 MiB) of one of the image's blobs, as listed by exportImage.
 }

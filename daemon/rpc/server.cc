@@ -9,6 +9,8 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 
 #include "daemon/domain/validate.h"
 #include "daemon/rpc/asio_stream.h"
@@ -705,7 +707,105 @@ class ImagedImpl final : public api::Imaged::Server {
     });
   }
 
+  kj::Promise<void> exportImage(ExportImageContext context) override {
+    return handle("exportImage", context, [&]() -> Status {
+      auto image =
+          domain::findImage(service_.projection(), *caller_, context.getParams().getName());
+      if (!image.ok()) return image.error();
+      std::vector<std::string> wanted;
+      for (auto t : context.getParams().getTags()) wanted.emplace_back(t);
+      auto plan = exportPlan(**image, wanted);
+      if (!plan.ok()) return plan.error();
+      auto manifests = context.getResults().initManifests(plan->tags.size());
+      for (size_t i = 0; i < plan->tags.size(); ++i) {
+        manifests[i].setTag(plan->tags[i].tag);
+        manifests[i].setVersion(plan->tags[i].version);
+        manifests[i].setDigest(plan->tags[i].digest);
+      }
+      auto blobs = context.getResults().initBlobs(plan->blobs.size());
+      size_t i = 0;
+      for (const auto& [digest, d] : plan->blobs) {
+        blobs[i].setDigest(digest);
+        blobs[i].setMediaType(d.mediaType);
+        blobs[i].setSize(d.size);
+        ++i;
+      }
+      return Ok{};
+    });
+  }
+
+  kj::Promise<void> readBlob(ReadBlobContext context) override {
+    return handle("readBlob", context, [&]() -> Status {
+      auto image =
+          domain::findImage(service_.projection(), *caller_, context.getParams().getName());
+      if (!image.ok()) return image.error();
+      auto plan = exportPlan(**image, {});
+      if (!plan.ok()) return plan.error();
+      const std::string digest = context.getParams().getDigest();
+      if (!plan->blobs.count(digest))
+        return Error{"E_NOT_FOUND", "image " + (*image)->name + " has no blob " + digest};
+      std::ifstream in(service_.blobs()->pathOf(digest), std::ios::binary);
+      if (!in) return Error{"E_NOT_FOUND", "blob " + digest + " is missing from the store"};
+      const uint32_t length = std::min<uint32_t>(context.getParams().getLength(), 4u << 20);
+      std::string data(length, '\0');
+      in.seekg(static_cast<std::streamoff>(context.getParams().getOffset()));
+      in.read(data.data(), length);
+      data.resize(static_cast<size_t>(std::max<std::streamsize>(in.gcount(), 0)));
+      context.getResults().setData(
+          kj::arrayPtr(reinterpret_cast<const kj::byte*>(data.data()), data.size()));
+      return Ok{};
+    });
+  }
+
  private:
+  struct ExportTag {
+    std::string tag, version, digest;
+  };
+  struct ExportPlan {
+    std::vector<ExportTag> tags;
+    std::map<std::string, image::Descriptor> blobs;  // by digest
+  };
+
+  // The tags to export (those asked for, or all) and every blob their manifests reference.
+  Result<ExportPlan> exportPlan(const ImageState& image, const std::vector<std::string>& wanted) {
+    const auto blobs = service_.blobs();
+    if (!blobs) return Error{"E_NOT_FOUND", "this daemon writes no images"};
+    const domain::BuildState* ok = image.latestSuccessfulBuild();
+    if (!ok) return Error{"E_NOT_FOUND", image.name + " has no successful build to export"};
+    const auto tags = image.tags();
+    ExportPlan plan;
+    auto digestOf = [&](const std::string& version) -> std::string {
+      for (const LineState& l : ok->lines) {
+        if (l.status == LineStatus::kBuilt && l.version == version) return l.digest;
+      }
+      return "";
+    };
+    for (const auto& [tag, version] : tags) {
+      if (!wanted.empty() && std::find(wanted.begin(), wanted.end(), tag) == wanted.end()) continue;
+      const std::string digest = digestOf(version);
+      if (digest.empty()) return Error{"E_NOT_FOUND", "tag " + tag + " has no image written"};
+      plan.tags.push_back({tag, version, digest});
+    }
+    for (const auto& w : wanted) {
+      if (!tags.count(w)) return Error{"E_NOT_FOUND", image.name + " has no tag " + w};
+    }
+    for (const ExportTag& t : plan.tags) {
+      if (plan.blobs.count(t.digest)) continue;
+      auto manifest = blobs->read(t.digest);
+      if (!manifest.ok()) return manifest.error();
+      plan.blobs[t.digest] = {image::kManifestMediaType, t.digest, manifest->size()};
+      auto m = nlohmann::json::parse(*manifest, nullptr, false);
+      if (m.is_discarded())
+        return Error{"E_STORE_CORRUPT", "manifest " + t.digest + " is not JSON"};
+      auto add = [&](const nlohmann::json& d) {
+        plan.blobs[d["digest"]] = {d["mediaType"], d["digest"], d["size"].get<uint64_t>()};
+      };
+      add(m["config"]);
+      for (const auto& l : m["layers"]) add(l);
+    }
+    return plan;
+  }
+
   void fillCatalog(api::CatalogInfo::Builder b, const catalog::Catalog& c) {
     b.setDigest(c.digest());
     b.setSource(service_.projection().catalog().source);

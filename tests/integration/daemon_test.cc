@@ -503,6 +503,41 @@ TEST_F(DaemonTest, JsonLogsAreOneObjectPerLineWithARequestLine) {
   EXPECT_EQ(buildEnds, 1);
 }
 
+TEST_F(DaemonTest, ExportWritesALayoutThatSkopeoAndUmociRead) {
+  if (::system("command -v skopeo >/dev/null && command -v umoci >/dev/null") != 0) {
+    GTEST_SKIP() << "needs skopeo and umoci";
+  }
+  start();
+  ASSERT_EQ(ctl({"create", "web", "--starter", "python", "--add", "py3-flask", "--env",
+                 "APP_MODE=prod", "--wait"})
+                .code,
+            0);
+  const json show = ctlJson({"show", "web"});
+  ProcessResult all = ctl({"export", "web", dir.sub("all")});
+  ASSERT_EQ(all.code, 0) << all.err;
+  json index = json::parse(std::ifstream(dir.sub("all/index.json")));
+  EXPECT_EQ(index["manifests"].size(), show["tags"].size());
+  ProcessResult inspect = runProcess({"skopeo", "inspect", "oci:" + dir.sub("all") + ":latest"});
+  ASSERT_EQ(inspect.code, 0) << inspect.err;
+  json info = json::parse(inspect.out);
+  EXPECT_EQ(info["Labels"]["io.imaged.private-image"], "true");
+  EXPECT_EQ(info["Labels"]["io.imaged.tenant"], "local");
+  EXPECT_EQ(info["Labels"]["io.imaged.version"], "3.13.1");
+  EXPECT_NE(std::find(info["Env"].begin(), info["Env"].end(), "APP_MODE=prod"), info["Env"].end());
+  EXPECT_EQ(info["Digest"], show["lines"][0]["digest"]);
+
+  ProcessResult one = ctl({"--json", "export", "web", dir.sub("one"), "--tag", "3.12"});
+  ASSERT_EQ(one.code, 0) << one.err;
+  EXPECT_EQ(json::parse(one.out)["tags"]["3.12"], show["lines"][1]["digest"]);
+  ProcessResult unpack = runProcess(
+      {"umoci", "unpack", "--rootless", "--image", dir.sub("one") + ":3.12", dir.sub("bundle")});
+  ASSERT_EQ(unpack.code, 0) << unpack.err;
+  EXPECT_TRUE(
+      fs::exists(dir.sub("bundle/rootfs/usr/lib/python3.12/site-packages/flask/__init__.py")));
+  EXPECT_TRUE(fs::exists(dir.sub("bundle/rootfs/lib/apk/db/installed")));
+  EXPECT_EQ(ctl({"export", "web", dir.sub("none"), "--tag", "9.9"}).code, 1);
+}
+
 TEST_F(DaemonTest, ImagectlWithoutADaemonExitsThree) {
   ProcessResult r = ctl({"list"});
   EXPECT_EQ(r.code, 3);
