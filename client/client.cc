@@ -520,6 +520,16 @@ Result<std::vector<Tag>> Client::exportImage(const std::string& name, const std:
   return plan->tags;
 }
 
+Result<Client::Sbom> Client::sbom(const std::string& name, const std::string& line) {
+  auto req = impl_->imaged.getSbomRequest();
+  req.setName(name);
+  req.setLine(line);
+  return impl_->run(req.send(), [](auto& r) -> Result<Sbom> {
+    IMAGED_RETURN_IF_ERROR(r);
+    return Sbom{r.getLine(), r.getVersion(), r.getSpdx()};
+  });
+}
+
 Result<CatalogInfo> Client::reloadCatalog() {
   auto req = impl_->imaged.reloadCatalogRequest();
   return impl_->run(req.send(), [](auto& r) -> Result<CatalogInfo> {

@@ -146,6 +146,11 @@ class Client {
   // fetched from the daemon and checked against their digests.
   Result<std::vector<Tag>> exportImage(const std::string& name, const std::string& dir,
                                        const std::vector<std::string>& tags);
+  struct Sbom {
+    std::string line, version, spdx;  // spdx: the SPDX 2.3 JSON document
+  };
+  // The SBOM of a built line (`line` empty: the one `latest` points at).
+  Result<Sbom> sbom(const std::string& name, const std::string& line);
   Result<CatalogInfo> reloadCatalog();
   Result<CatalogInfo> catalogInfo();
 

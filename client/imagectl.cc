@@ -255,6 +255,11 @@ int main(int argc, char** argv) {
   exportCmd->add_option("NAME", name)->required();
   exportCmd->add_option("DIR", exportDir)->required();
   exportCmd->add_option("--tag", exportTags, "export this tag (repeatable; default: all tags)");
+  auto* sbomCmd =
+      app.add_subcommand("sbom", "the SPDX SBOM of a built line (--json: the SPDX document)");
+  std::string sbomLine;
+  sbomCmd->add_option("NAME", name)->required();
+  sbomCmd->add_option("--line", sbomLine, "the line (default: the one latest points at)");
   auto* catalog = app.add_subcommand("catalog", "the catalog in force (--reload to reload it)");
   bool reload = false;
   catalog->add_flag("--reload", reload, "reload the catalog from its directory");
@@ -513,6 +518,24 @@ int main(int argc, char** argv) {
       for (const auto& t : *r) std::cout << t.tag << "  " << t.version << "  " << t.digest << "\n";
       std::cout << "wrote an OCI image layout to " << exportDir << "\n";
     }
+    return kOk;
+  }
+  if (*sbomCmd) {
+    auto r = c.sbom(name, sbomLine);
+    if (!r.ok()) return report(g, r.error());
+    if (g.json) {
+      std::cout << r->spdx << "\n";
+      return kOk;
+    }
+    auto doc = nlohmann::json::parse(r->spdx, nullptr, false);
+    std::cout << "SBOM of line " << r->line << " (" << r->version << ")\n";
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& p : doc["packages"]) {
+      if (p.value("primaryPackagePurpose", "") == "CONTAINER") continue;
+      rows.push_back(
+          {p.value("name", ""), p.value("versionInfo", ""), p.value("licenseDeclared", "")});
+    }
+    table({"PACKAGE", "VERSION", "LICENSE"}, rows);
     return kOk;
   }
   if (*catalog) {

@@ -210,4 +210,8 @@ interface Imaged {
 
   readBlob @17 (name :Text, digest :Text, offset :UInt64, length :UInt32) -> (data :Data, error :Error);
   # A piece (at most 4 MiB) of one of the image's blobs, as listed by exportImage.
+
+  getSbom @18 (name :Text, line :Text) -> (line :Text, version :Text, spdx :Text, error :Error);
+  # The SPDX 2.3 JSON of a built line of the latest successful build (`line` empty: the one
+  # `latest` points at).
 }

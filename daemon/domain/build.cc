@@ -40,7 +40,7 @@ Result<std::vector<LineJob>> planBuild(const std::shared_ptr<const catalog::Cata
 }
 
 LineOutcome buildLine(const LineJob& job) {
-  LineOutcome out{job.buildId, job.line, job.version, false, {}, {}, {}, {}};
+  LineOutcome out{job.buildId, job.line, job.version, false, {}, {}, {}, {}, {}};
   auto r = catalog::resolveLine(*job.catalog, {job.line, job.pins, job.added});
   if (!r.ok()) {
     out.code = r.error->code;
@@ -56,7 +56,8 @@ LineOutcome buildLine(const LineJob& job) {
       out.reason = manifest.error().message;
       return out;
     }
-    out.digest = manifest->digest;
+    out.digest = manifest->manifest.digest;
+    out.sbomDigest = manifest->sbom.digest;
   }
   out.built = true;
   for (catalog::PackageId id : r.packages) {
@@ -67,7 +68,8 @@ LineOutcome buildLine(const LineJob& job) {
 }
 
 events::Payload lineEvent(const LineOutcome& o) {
-  if (o.built) return events::lineBuilt(o.buildId, o.line, o.version, o.packages, o.digest);
+  if (o.built)
+    return events::lineBuilt(o.buildId, o.line, o.version, o.packages, o.digest, o.sbomDigest);
   return events::lineSkipped(o.buildId, o.line, o.version, o.code, o.reason);
 }
 

@@ -33,6 +33,7 @@ struct LineOutcome {
   bool built = false;
   std::vector<events::ResolvedPackage> packages;  // when built, sorted by name
   std::string digest;                             // when built and written: the manifest's
+  std::string sbomDigest;                         // and its SPDX SBOM's
   std::string code, reason;                       // when skipped
 };
 

@@ -84,7 +84,8 @@ Payload buildStarted(uint64_t buildId, const std::string& catalogDigest,
 }
 
 Payload lineBuilt(uint64_t buildId, const std::string& line, const std::string& version,
-                  const std::vector<ResolvedPackage>& packages, const std::string& digest) {
+                  const std::vector<ResolvedPackage>& packages, const std::string& digest,
+                  const std::string& sbomDigest) {
   return make([&](schema::Payload::Builder p) {
     auto e = p.initLineBuilt();
     e.setBuildId(buildId);
@@ -96,6 +97,7 @@ Payload lineBuilt(uint64_t buildId, const std::string& line, const std::string& 
       list[i].setVersion(packages[i].version);
     }
     e.setDigest(digest);
+    e.setSbomDigest(sbomDigest);
   });
 }
 

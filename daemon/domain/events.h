@@ -31,7 +31,8 @@ Payload buildRequested(schema::BuildReason reason, const std::string& catalogDig
 Payload buildStarted(uint64_t buildId, const std::string& catalogDigest,
                      const std::vector<catalog::BuiltLine>& lines);
 Payload lineBuilt(uint64_t buildId, const std::string& line, const std::string& version,
-                  const std::vector<ResolvedPackage>& packages, const std::string& digest);
+                  const std::vector<ResolvedPackage>& packages, const std::string& digest,
+                  const std::string& sbomDigest = "");
 Payload lineSkipped(uint64_t buildId, const std::string& line, const std::string& version,
                     const std::string& code, const std::string& reason);
 Payload buildSucceeded(uint64_t buildId);

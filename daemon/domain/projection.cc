@@ -191,6 +191,7 @@ void Projection::applyToImage(ImageState& image, const schema::Event::Reader& ev
         }
         line->packages = &*packageSets_.insert(std::move(set)).first;
         line->digest = r.getDigest();
+        line->sbomDigest = r.getSbomDigest();
       } else {
         auto r = payload.getLineSkipped();
         line->status = LineStatus::kSkipped;

@@ -35,7 +35,8 @@ struct LineState {
   const PackageSet* packages = &kNoPackages;  // when built; owned by the Projection
   std::string code;                           // when skipped
   std::string_view reason;                    // when skipped; owned by the Projection (shared)
-  std::string digest;                         // when built and written
+  std::string digest;                         // when built and written: the manifest's
+  std::string sbomDigest;                     // and the SPDX SBOM's
 
   static const PackageSet kNoPackages;
 };

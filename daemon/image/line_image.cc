@@ -3,7 +3,9 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <cctype>
 #include <map>
+#include <nlohmann/json.hpp>
 
 #include "common/time.h"
 
@@ -71,7 +73,88 @@ std::string installedDatabase(
   return db;
 }
 
-Result<Descriptor> writeLineImage(const LineImageInput& in, BlobStore& blobs) {
+namespace {
+
+std::string spdxId(const std::string& name) {
+  std::string id = "SPDXRef-Package-";
+  for (char c : name)
+    id += (std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-') ? c : '-';
+  return id;
+}
+
+}  // namespace
+
+std::string spdxSbom(const LineImageInput& in) {
+  const catalog::Catalog& catalog = *in.catalog;
+  std::vector<catalog::PackageId> ids = in.packages;
+  std::sort(ids.begin(), ids.end(), [&](catalog::PackageId a, catalog::PackageId b) {
+    return catalog.package(a).name < catalog.package(b).name;
+  });
+  nlohmann::json packages = nlohmann::json::array(), relationships = nlohmann::json::array();
+  const std::string imageId = "SPDXRef-Image";
+  packages.push_back({{"SPDXID", imageId},
+                      {"name", in.tenant + "/" + in.starter},
+                      {"versionInfo", in.version},
+                      {"downloadLocation", "NOASSERTION"},
+                      {"filesAnalyzed", false},
+                      {"primaryPackagePurpose", "CONTAINER"}});
+  relationships.push_back({{"spdxElementId", "SPDXRef-DOCUMENT"},
+                           {"relationshipType", "DESCRIBES"},
+                           {"relatedSpdxElement", imageId}});
+  std::string identity;
+  for (catalog::PackageId id : ids) {
+    const catalog::PackageRecord& r = catalog.package(id);
+    identity += r.name + "=" + r.version + "\n";
+    const std::string arch = r.arch.empty() ? "x86_64" : r.arch;
+    packages.push_back(
+        {{"SPDXID", spdxId(r.name)},
+         {"name", r.name},
+         {"versionInfo", r.version},
+         {"downloadLocation", "NOASSERTION"},
+         {"filesAnalyzed", false},
+         {"licenseDeclared", r.license.empty() ? "NOASSERTION" : r.license},
+         {"licenseConcluded", "NOASSERTION"},
+         {"description", r.description},
+         {"externalRefs",
+          nlohmann::json::array(
+              {{{"referenceCategory", "PACKAGE-MANAGER"},
+                {"referenceType", "purl"},
+                {"referenceLocator", "pkg:apk/" + r.name + "@" + r.version + "?arch=" + arch}}})}});
+    relationships.push_back({{"spdxElementId", imageId},
+                             {"relationshipType", "CONTAINS"},
+                             {"relatedSpdxElement", spdxId(r.name)}});
+    for (const catalog::Atom& d : r.depends) {
+      if (d.conflict) continue;
+      for (catalog::PackageId other : ids) {
+        if (other == id) continue;
+        const catalog::PackageRecord& o = catalog.package(other);
+        bool provides = o.name == d.name;
+        for (const auto& p : o.provides) provides = provides || p.name == d.name;
+        if (provides) {
+          relationships.push_back({{"spdxElementId", spdxId(r.name)},
+                                   {"relationshipType", "DEPENDS_ON"},
+                                   {"relatedSpdxElement", spdxId(o.name)}});
+          break;
+        }
+      }
+    }
+  }
+  const std::string name = in.tenant + "/" + in.starter + ":" + in.version;
+  return nlohmann::json{{"spdxVersion", "SPDX-2.3"},
+                        {"dataLicense", "CC0-1.0"},
+                        {"SPDXID", "SPDXRef-DOCUMENT"},
+                        {"name", name},
+                        {"documentNamespace", "https://imaged.invalid/spdx/" +
+                                                  sha256Digest(name + "\n" + identity).substr(7)},
+                        {"creationInfo",
+                         {{"created", formatTime(parseTime(in.published).value_or(0))},
+                          {"creators", nlohmann::json::array({"Tool: imaged"})}}},
+                        {"packages", packages},
+                        {"relationships", relationships}}
+      .dump();
+}
+
+Result<LineImage> writeLineImage(const LineImageInput& in, BlobStore& blobs) {
   const catalog::Catalog& catalog = *in.catalog;
   std::vector<catalog::PackageId> ids = in.packages;
   std::sort(ids.begin(), ids.end(), [&](catalog::PackageId a, catalog::PackageId b) {
@@ -130,7 +213,13 @@ Result<Descriptor> writeLineImage(const LineImageInput& in, BlobStore& blobs) {
                    {"io.imaged.version", in.version}};
   auto configBlob = blobs.put(configJson(config, {layer->diffId}), kConfigMediaType);
   if (!configBlob.ok()) return configBlob.error();
-  return blobs.put(manifestJson(*configBlob, {*layerBlob}), kManifestMediaType);
+  auto manifest = blobs.put(manifestJson(*configBlob, {*layerBlob}), kManifestMediaType);
+  if (!manifest.ok()) return manifest.error();
+  LineImageInput sorted = in;
+  sorted.packages = ids;
+  auto sbom = blobs.put(spdxSbom(sorted), kSpdxMediaType);
+  if (!sbom.ok()) return sbom.error();
+  return LineImage{*manifest, *sbom};
 }
 
 }  // namespace imaged::image

@@ -14,6 +14,10 @@
 #include "daemon/image/oci.h"
 
 namespace imaged::image {
+inline constexpr char kSpdxMediaType[] = "application/spdx+json";
+}
+
+namespace imaged::image {
 
 struct LineImageInput {
   std::shared_ptr<const catalog::Catalog> catalog;
@@ -26,9 +30,19 @@ struct LineImageInput {
   std::vector<std::string> world;  // what was asked for: pins and added packages
 };
 
+struct LineImage {
+  Descriptor manifest;
+  Descriptor sbom;  // SPDX 2.3 JSON of the installed packages
+};
+
 // Reads and verifies each package's .apk from its repository (E_PACKAGE_MISSING,
-// E_PACKAGE_CORRUPT naming the file) and writes the image. Same inputs, same digests.
-Result<Descriptor> writeLineImage(const LineImageInput& input, BlobStore& blobs);
+// E_PACKAGE_CORRUPT naming the file) and writes the image and its SBOM. Same inputs, same
+// digests.
+Result<LineImage> writeLineImage(const LineImageInput& input, BlobStore& blobs);
+
+// The SPDX 2.3 document of a line: every package with its version, license and pkg:apk purl,
+// what each depends on, and what the image contains.
+std::string spdxSbom(const LineImageInput& input);
 
 // The apk database text for `packages`, as apk writes lib/apk/db/installed.
 std::string installedDatabase(

@@ -757,6 +757,37 @@ class ImagedImpl final : public api::Imaged::Server {
     });
   }
 
+  kj::Promise<void> getSbom(GetSbomContext context) override {
+    return handle("getSbom", context, [&]() -> Status {
+      auto image =
+          domain::findImage(service_.projection(), *caller_, context.getParams().getName());
+      if (!image.ok()) return image.error();
+      const domain::BuildState* ok = (*image)->latestSuccessfulBuild();
+      if (!ok || !service_.blobs())
+        return Error{"E_NOT_FOUND", (*image)->name + " has no built line"};
+      std::string wanted = context.getParams().getLine();
+      if (wanted.empty()) {
+        const auto tags = (*image)->tags();
+        if (auto it = tags.find("latest"); it != tags.end()) {
+          for (const LineState& l : ok->lines) {
+            if (l.version == it->second && l.status == LineStatus::kBuilt) wanted = l.line;
+          }
+        }
+      }
+      for (const LineState& l : ok->lines) {
+        if (l.line != wanted || l.status != LineStatus::kBuilt) continue;
+        if (l.sbomDigest.empty()) return Error{"E_NOT_FOUND", "line " + wanted + " has no SBOM"};
+        auto spdx = service_.blobs()->read(l.sbomDigest);
+        if (!spdx.ok()) return spdx.error();
+        context.getResults().setLine(l.line);
+        context.getResults().setVersion(l.version);
+        context.getResults().setSpdx(*spdx);
+        return Ok{};
+      }
+      return Error{"E_NOT_FOUND", (*image)->name + " has no built line " + wanted};
+    });
+  }
+
  private:
   struct ExportTag {
     std::string tag, version, digest;

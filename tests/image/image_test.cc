@@ -162,18 +162,19 @@ TEST(LineImage, TheSameInputsGiveTheSameDigestsInAnyBlobStore) {
   auto again = writeLineImage(pythonLine(c), storeA);
   auto elsewhere = writeLineImage(pythonLine(c), storeB);
   ASSERT_TRUE(again.ok() && elsewhere.ok());
-  EXPECT_EQ(again->digest, first->digest);
-  EXPECT_EQ(elsewhere->digest, first->digest);
-  EXPECT_EQ(first->mediaType, kManifestMediaType);
+  EXPECT_EQ(again->manifest.digest, first->manifest.digest);
+  EXPECT_EQ(elsewhere->manifest.digest, first->manifest.digest);
+  EXPECT_EQ(elsewhere->sbom.digest, first->sbom.digest);
+  EXPECT_EQ(first->manifest.mediaType, kManifestMediaType);
 }
 
 TEST(LineImage, HoldsThePackagesFilesTheApkDatabaseAndTheConfigAsPromised) {
   auto c = *catalog::Catalog::load(kSample);
   TempDir dir;
   BlobStore store(dir.path());
-  auto manifest = writeLineImage(pythonLine(c), store);
-  ASSERT_TRUE(manifest.ok()) << manifest.error().message;
-  auto m = nlohmann::json::parse(*store.read(manifest->digest));
+  auto written = writeLineImage(pythonLine(c), store);
+  ASSERT_TRUE(written.ok()) << written.error().message;
+  auto m = nlohmann::json::parse(*store.read(written->manifest.digest));
   auto config = nlohmann::json::parse(*store.read(m["config"]["digest"]));
   EXPECT_EQ(config["config"]["Labels"]["io.imaged.private-image"], "true");
   EXPECT_EQ(config["config"]["Labels"]["io.imaged.tenant"], "acme");
@@ -202,10 +203,11 @@ TEST(LineImage, AnExportedLayoutIsReadBySkopeoAndUnpackedByUmoci) {
   auto c = *catalog::Catalog::load(kSample);
   TempDir dir;
   BlobStore store(dir.sub("blobs"));
-  auto manifest = writeLineImage(pythonLine(c), store);
-  ASSERT_TRUE(manifest.ok());
+  auto written = writeLineImage(pythonLine(c), store);
+  ASSERT_TRUE(written.ok());
+  const Descriptor manifest = written->manifest;
   ASSERT_TRUE(
-      writeLayout(store, {{"3.13", *manifest}, {"latest", *manifest}}, dir.sub("layout")).ok());
+      writeLayout(store, {{"3.13", manifest}, {"latest", manifest}}, dir.sub("layout")).ok());
   const std::string inspect =
       "skopeo inspect oci:" + dir.sub("layout") + ":latest > " + dir.sub("inspect.json");
   ASSERT_EQ(std::system(inspect.c_str()), 0);
@@ -218,6 +220,36 @@ TEST(LineImage, AnExportedLayoutIsReadBySkopeoAndUnpackedByUmoci) {
   EXPECT_TRUE(fs::is_symlink(dir.sub("bundle/rootfs/usr/bin/python3")));
   EXPECT_NE(readText(dir.sub("bundle/rootfs/etc/ssl/certs/ca-certificates.crt")).find("CA bundle"),
             std::string::npos);
+}
+
+TEST(LineImage, TheSbomIsSpdx23WithEveryPackageItsLicenseAndPurl) {
+  auto c = *catalog::Catalog::load(kSample);
+  TempDir dir;
+  BlobStore store(dir.path());
+  auto written = writeLineImage(pythonLine(c), store);
+  ASSERT_TRUE(written.ok());
+  EXPECT_EQ(written->sbom.mediaType, kSpdxMediaType);
+  auto sbom = nlohmann::json::parse(*store.read(written->sbom.digest));
+  EXPECT_EQ(sbom["spdxVersion"], "SPDX-2.3");
+  EXPECT_EQ(sbom["dataLicense"], "CC0-1.0");
+  EXPECT_EQ(sbom["packages"].size(), 1u + pythonLine(c).packages.size());
+  bool sawFlask = false;
+  for (const auto& p : sbom["packages"]) {
+    if (p["name"] != "py3.13-flask") continue;
+    sawFlask = true;
+    EXPECT_EQ(p["versionInfo"], "3.1.0-r0");
+    EXPECT_EQ(p["licenseDeclared"], "BSD-3-Clause");
+    EXPECT_EQ(p["externalRefs"][0]["referenceLocator"],
+              "pkg:apk/py3.13-flask@3.1.0-r0?arch=x86_64");
+  }
+  EXPECT_TRUE(sawFlask);
+  bool dependsOnPython = false;
+  for (const auto& r : sbom["relationships"]) {
+    dependsOnPython |= r["spdxElementId"] == "SPDXRef-Package-py3.13-flask" &&
+                       r["relationshipType"] == "DEPENDS_ON" &&
+                       r["relatedSpdxElement"] == "SPDXRef-Package-python-3.13";
+  }
+  EXPECT_TRUE(dependsOnPython);
 }
 
 TEST(LineImage, ACorruptedPackageFailsTheLineNamingTheFile) {

@@ -536,6 +536,15 @@ TEST_F(DaemonTest, ExportWritesALayoutThatSkopeoAndUmociRead) {
       fs::exists(dir.sub("bundle/rootfs/usr/lib/python3.12/site-packages/flask/__init__.py")));
   EXPECT_TRUE(fs::exists(dir.sub("bundle/rootfs/lib/apk/db/installed")));
   EXPECT_EQ(ctl({"export", "web", dir.sub("none"), "--tag", "9.9"}).code, 1);
+
+  json sbom = ctlJson({"sbom", "web", "--line", "3.12"});
+  EXPECT_EQ(sbom["spdxVersion"], "SPDX-2.3");
+  bool flask = false;
+  for (const auto& p : sbom["packages"]) flask |= p["name"] == "py3.12-flask";
+  EXPECT_TRUE(flask);
+  ProcessResult table = ctl({"sbom", "web"});
+  EXPECT_NE(table.out.find("line 3.13 (3.13.1)"), std::string::npos) << table.out;
+  EXPECT_EQ(ctl({"sbom", "web", "--line", "3.11"}).code, 1);  // skipped: no image
 }
 
 TEST_F(DaemonTest, ImagectlWithoutADaemonExitsThree) {
