@@ -155,6 +155,11 @@ int main(int argc, char** argv) {
     serviceOptions.lineDelay = std::chrono::milliseconds(std::atoi(delay));
     logger->warn("IMAGED_TEST_LINE_DELAY_MS: every line waits {} ms (a test hook)", delay);
   }
+  if (const char* grace = std::getenv("IMAGED_TEST_GC_GRACE_S"); grace && *grace) {
+    serviceOptions.gcGrace = std::chrono::seconds(std::atoi(grace));
+    logger->warn("IMAGED_TEST_GC_GRACE_S: blobs older than {} s may be collected (a test hook)",
+                 grace);
+  }
   imaged::Service service(io, **log, logger, serviceOptions);
   if (auto s = service.start(); !s.ok()) return fail("cannot start: " + s.error().message);
 

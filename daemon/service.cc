@@ -2,6 +2,9 @@
 
 #include <capnp/serialize.h>
 
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <set>
 #include <thread>
 
 #include "daemon/domain/events.h"
@@ -133,8 +136,12 @@ void Service::onApplied(const schema::Event::Reader& event) {
                       ok ? "" : std::string(payload.getBuildFailed().getCode()));
       }
       running_.erase(id);
+      collectGarbage([](Collected) {});  // a build's end may leave the previous images unused
       break;
     }
+    case schema::Payload::IMAGE_DELETED:
+      collectGarbage([](Collected) {});
+      break;
     default:
       break;
   }
@@ -196,6 +203,61 @@ void Service::dispatch(const std::string& streamId, std::vector<domain::LineJob>
       });
     });
   }
+}
+
+void Service::collectGarbage(std::function<void(Collected)> done) {
+  if (!blobs_) {
+    done({});
+    return;
+  }
+  // What is referenced, from the projection, on the loop thread.
+  std::set<std::string> keep;
+  auto keepLines = [&](const domain::BuildState* b) {
+    if (!b) return;
+    for (const domain::LineState& l : b->lines) {
+      if (!l.digest.empty()) keep.insert(l.digest);
+      if (!l.sbomDigest.empty()) keep.insert(l.sbomDigest);
+    }
+  };
+  for (const domain::ImageState* image : projection_.liveImages()) {
+    keepLines(image->latestSuccessfulBuild());
+    keepLines(image->latestBuild());
+  }
+  asio::post(workers_,
+             [poster = poster_, blobs = blobs_, keep = std::move(keep), grace = options_.gcGrace,
+              logger = logger_, done = std::move(done)]() mutable {
+               namespace fs = std::filesystem;
+               // Manifests name their config and layers.
+               std::set<std::string> referenced = keep;
+               for (const std::string& digest : keep) {
+                 auto manifest = blobs->read(digest);
+                 if (!manifest.ok()) continue;
+                 auto m = nlohmann::json::parse(*manifest, nullptr, false);
+                 if (m.is_discarded() || !m.contains("layers")) continue;
+                 referenced.insert(m["config"].value("digest", ""));
+                 for (const auto& l : m["layers"]) referenced.insert(l.value("digest", ""));
+               }
+               Collected collected;
+               std::error_code ec;
+               const auto now = fs::file_time_type::clock::now();
+               for (const auto& entry : fs::directory_iterator(blobs->dir() + "/sha256", ec)) {
+                 const std::string digest = "sha256:" + entry.path().filename().string();
+                 if (referenced.count(digest) || digest.find(".tmp.") != std::string::npos)
+                   continue;
+                 const auto age = now - entry.last_write_time(ec);
+                 if (ec || age < grace) continue;
+                 const uint64_t size = entry.file_size(ec);
+                 if (fs::remove(entry.path(), ec)) {
+                   ++collected.removed;
+                   collected.bytes += size;
+                 }
+               }
+               if (collected.removed > 0) {
+                 logger->info("garbage collection removed {} blobs ({} bytes)", collected.removed,
+                              collected.bytes);
+               }
+               poster->post([done = std::move(done), collected] { done(collected); });
+             });
 }
 
 void Service::resolveLines(std::vector<domain::LineJob> jobs,

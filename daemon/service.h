@@ -37,6 +37,8 @@ class Service {
     // Test hook: each line job waits this long before resolving, so that tests can stop the
     // daemon in the middle of a build. Set from IMAGED_TEST_LINE_DELAY_MS; 0 in production.
     std::chrono::milliseconds lineDelay{0};
+    // Blobs younger than this are never collected (IMAGED_TEST_GC_GRACE_S in tests).
+    std::chrono::seconds gcGrace{3600};
   };
 
   // `io`, `log` and `logger` must outlive the service.
@@ -73,6 +75,16 @@ class Service {
   // jobs' order, on the loop thread.
   void resolveLines(std::vector<domain::LineJob> jobs,
                     std::function<void(std::vector<domain::LineOutcome>)> done);
+
+  struct Collected {
+    size_t removed = 0;
+    uint64_t bytes = 0;
+  };
+  // Removes the blobs that no live image references any more (its latest successful build and
+  // its latest build: manifests, configs, layers, SBOMs). Blobs younger than the grace period
+  // are kept, so that a build that has written but not yet recorded its image, or an export in
+  // progress, never loses one. The listing and removal run on a build worker.
+  void collectGarbage(std::function<void(Collected)> done);
 
   // Observers see every event applied to the projection, in order, after it is applied.
   using Observer = std::function<void(const schema::Event::Reader&)>;

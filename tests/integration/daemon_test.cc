@@ -547,6 +547,38 @@ TEST_F(DaemonTest, ExportWritesALayoutThatSkopeoAndUmociRead) {
   EXPECT_EQ(ctl({"sbom", "web", "--line", "3.11"}).code, 1);  // skipped: no image
 }
 
+TEST_F(DaemonTest, SharedLayersAreStoredOnceAndUnreferencedBlobsAreCollected) {
+  start(kSample, {}, {{"IMAGED_TEST_GC_GRACE_S", "0"}});
+  auto blobFile = [&](const std::string& digest) {
+    return dir.sub("data/blobs/sha256/") + digest.substr(7);
+  };
+  auto blobCount = [&] {
+    size_t n = 0;
+    for (const auto& e : fs::directory_iterator(dir.sub("data/blobs/sha256")))
+      n += e.is_regular_file();
+    return n;
+  };
+  ASSERT_EQ(ctl({"create", "a", "--starter", "nginx", "--wait"}).code, 0);
+  const size_t afterA = blobCount();
+  ASSERT_EQ(ctl({"create", "b", "--starter", "nginx", "--wait"}).code, 0);
+  EXPECT_EQ(ctlJson({"show", "b"})["lines"][0]["digest"],
+            ctlJson({"show", "a"})["lines"][0]["digest"]);
+  EXPECT_EQ(blobCount(), afterA) << "the same image content is stored once";
+
+  const std::string before = ctlJson({"show", "a"})["lines"][0]["digest"];
+  ASSERT_EQ(ctl({"delete", "b"}).code, 0);
+  ASSERT_TRUE(eventually([&] { return fs::exists(blobFile(before)); }));
+  EXPECT_TRUE(fs::exists(blobFile(before))) << "still referenced by a";
+
+  ASSERT_EQ(ctl({"edit", "a", "--add", "nginx-mod-http-geoip2", "--wait"}).code, 0);
+  const std::string after = ctlJson({"show", "a"})["lines"][0]["digest"];
+  ASSERT_NE(after, before);
+  EXPECT_TRUE(eventually([&] { return !fs::exists(blobFile(before)); }))
+      << "no live image references it";
+  EXPECT_TRUE(fs::exists(blobFile(after)));
+  EXPECT_EQ(ctl({"export", "a", dir.sub("layout")}).code, 0);
+}
+
 TEST_F(DaemonTest, ImagectlWithoutADaemonExitsThree) {
   ProcessResult r = ctl({"list"});
   EXPECT_EQ(r.code, 3);
