@@ -64,8 +64,8 @@ Status Service::start() {
 
   log_.setCommitListener(
       [this, poster = poster_](uint64_t) { poster->post([this] { catchUp(); }); });
-  recordCatalog("loaded at start");
-  resumeBuilds();
+  resumeBuilds();  // before the catalog record, so that it sees the builds resumed against it
+  recordCatalog("loaded at start", /*waitForIt=*/true);
   return Ok{};
 }
 
@@ -353,7 +353,7 @@ void Service::resumeBuilds() {
   }
 }
 
-void Service::recordCatalog(const std::string& why) {
+void Service::recordCatalog(const std::string& why, bool waitForIt) {
   const domain::CatalogState previous = projection_.catalog();
   if (previous.digest == catalog_->digest()) return;
   std::vector<std::pair<std::string, std::vector<catalog::BuiltLine>>> starters;
@@ -366,7 +366,7 @@ void Service::recordCatalog(const std::string& why) {
   r.correlationId = why;
   r.payloads.push_back(
       domain::events::catalogLoaded(catalog_->digest(), options_.catalogDir, starters));
-  execute(std::move(r), [this, previous, starters](Result<store::AppendResult> res) {
+  auto afterRecorded = [this, previous, starters](Result<store::AppendResult> res) {
     if (!res.ok()) {
       logger_->error("recording the catalog: {}", res.error().message);
       return;
@@ -379,6 +379,12 @@ void Service::recordCatalog(const std::string& why) {
     };
     std::map<std::string, std::vector<catalog::BuiltLine>> now(starters.begin(), starters.end());
     for (const domain::ImageState* image : projection_.liveImages()) {
+      // A build already under way against this catalog keeps going.
+      const domain::BuildState* latest = image->latestBuild();
+      if (latest && latest->status == BuildStatus::kInProgress &&
+          latest->catalogDigest == catalog_->digest()) {
+        continue;
+      }
       const auto before = linesOf(previous.starters, image->starter);
       const auto after = linesOf(now, image->starter);
       auto same = before.size() == after.size() &&
@@ -398,7 +404,15 @@ void Service::recordCatalog(const std::string& why) {
                                 rr.error().message);
               });
     }
-  });
+  };
+  if (waitForIt) {
+    // At start-up: durable and applied before the daemon takes its first request.
+    auto res = log_.append(std::move(r));
+    if (res.ok()) catchUp();
+    afterRecorded(std::move(res));
+  } else {
+    execute(std::move(r), std::move(afterRecorded));
+  }
 }
 
 void Service::reloadCatalog(
@@ -418,7 +432,7 @@ void Service::reloadCatalog(
                       p.message);
       }
       logger_->info("catalog {} reloaded from {}", catalog_->digest(), options_.catalogDir);
-      recordCatalog("reloaded");
+      recordCatalog("reloaded", /*waitForIt=*/false);
       done(catalog_);
     });
   });

@@ -111,7 +111,7 @@ class Service {
   void appendBuildEvents(const std::string& streamId,
                          std::vector<domain::events::Payload> payloads);
   void resumeBuilds();
-  void recordCatalog(const std::string& why);
+  void recordCatalog(const std::string& why, bool waitForIt);
 
   asio::io_context& io_;
   store::EventLog& log_;
