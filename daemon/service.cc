@@ -120,6 +120,15 @@ void Service::onApplied(const schema::Event::Reader& event) {
   if (replaying_) return;
   auto payload = event.getPayload();
   const std::string streamId = event.getStreamId();
+  // A running build that this event superseded (an edit, rebuild, delete) stops its jobs.
+  for (auto it = running_.begin(); it != running_.end();) {
+    if (it->second.streamId == streamId && !isCurrent(streamId, it->first)) {
+      *it->second.cancelled = true;
+      it = running_.erase(it);
+    } else {
+      ++it;
+    }
+  }
   switch (payload.which()) {
     case schema::Payload::BUILD_REQUESTED:
       startBuild(streamId, event.getSequence());
@@ -193,8 +202,10 @@ void Service::startBuild(const std::string& streamId, uint64_t buildId) {
 void Service::dispatch(const std::string& streamId, std::vector<domain::LineJob> jobs,
                        size_t expected, std::vector<domain::LineOutcome> done) {
   const uint64_t buildId = jobs.empty() ? 0 : jobs.front().buildId;
-  running_[buildId] = RunningBuild{streamId, buildId, expected, std::move(done)};
+  RunningBuild& running = running_[buildId] =
+      RunningBuild{streamId, buildId, expected, std::move(done)};
   for (auto& job : jobs) {
+    job.cancelled = running.cancelled;
     asio::post(workers_, [this, poster = poster_, streamId, job = std::move(job)] {
       if (options_.lineDelay.count() > 0) std::this_thread::sleep_for(options_.lineDelay);
       domain::LineOutcome outcome = domain::buildLine(job);

@@ -7,6 +7,7 @@
 // asio::post. Hence no locks around the projection.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -100,6 +101,8 @@ class Service {
     uint64_t buildId = 0;
     size_t expected = 0;
     std::vector<domain::LineOutcome> outcomes;
+    // Set when an edit, rebuild or delete supersedes the build: its line jobs stop early.
+    std::shared_ptr<std::atomic<bool>> cancelled = std::make_shared<std::atomic<bool>>(false);
   };
 
   void onApplied(const schema::Event::Reader& event);

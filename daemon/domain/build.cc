@@ -17,8 +17,9 @@ Result<std::vector<LineJob>> planBuild(const std::shared_ptr<const catalog::Cata
   std::vector<LineJob> jobs;
   for (const catalog::StarterLine& line : starter->lines) {
     if (!line.maintained) continue;
-    LineJob job{catalog, buildId, line.line, line.production().version, line.production().packages,
-                *atoms,  blobs,   {}};
+    LineJob job{
+        catalog, buildId, line.line, line.production().version, line.production().packages, *atoms,
+        blobs,   nullptr, {}};
     image::LineImageInput& in = job.image;
     in.catalog = catalog;
     in.tenant = image.tenant;
@@ -41,6 +42,13 @@ Result<std::vector<LineJob>> planBuild(const std::shared_ptr<const catalog::Cata
 
 LineOutcome buildLine(const LineJob& job) {
   LineOutcome out{job.buildId, job.line, job.version, false, {}, {}, {}, {}, {}};
+  auto superseded = [&] {
+    if (!job.cancelled || !*job.cancelled) return false;
+    out.code = "E_SUPERSEDED";
+    out.reason = "the build was superseded";
+    return true;
+  };
+  if (superseded()) return out;
   auto r = catalog::resolveLine(*job.catalog, {job.line, job.pins, job.added});
   if (!r.ok()) {
     out.code = r.error->code;
@@ -48,6 +56,7 @@ LineOutcome buildLine(const LineJob& job) {
     return out;
   }
   if (job.blobs) {
+    if (superseded()) return out;
     image::LineImageInput in = job.image;
     in.packages = r.packages;
     auto manifest = image::writeLineImage(in, *job.blobs);

@@ -3,6 +3,7 @@
 // the results) is the daemon's; this is the part with no threads and no I/O.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,6 +25,8 @@ struct LineJob {
   std::vector<catalog::Atom> added;
   // Where the line's image goes; null to resolve only (preview).
   std::shared_ptr<image::BlobStore> blobs;
+  // When set (the build was superseded), the job stops before its next step.
+  std::shared_ptr<const std::atomic<bool>> cancelled;
   image::LineImageInput image;  // all but `packages`, which resolution fills in
 };
 

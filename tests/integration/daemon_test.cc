@@ -579,6 +579,24 @@ TEST_F(DaemonTest, SharedLayersAreStoredOnceAndUnreferencedBlobsAreCollected) {
   EXPECT_EQ(ctl({"export", "a", dir.sub("layout")}).code, 0);
 }
 
+TEST_F(DaemonTest, AnEditSupersedesTheRunningBuild) {
+  start(kSample, {}, {{"IMAGED_TEST_LINE_DELAY_MS", "700"}});
+  ASSERT_EQ(ctl({"create", "web", "--starter", "python"}).code, 0);
+  ASSERT_EQ(ctl({"edit", "web", "--add", "py3-requests", "--wait"}).code, 0);
+  json builds = ctlJson({"builds", "web"});
+  ASSERT_EQ(builds.size(), 2u);
+  EXPECT_EQ(builds[0]["status"], "cancelled");
+  EXPECT_EQ(builds[1]["status"], "succeeded");
+  json history = ctlJson({"history", "web"});
+  int linesOfFirst = 0;
+  for (const auto& e : history) {
+    if (e["kind"] == "lineBuilt" && e["sequence"].get<uint64_t>() < builds[1]["id"].get<uint64_t>())
+      ++linesOfFirst;
+  }
+  EXPECT_EQ(linesOfFirst, 0) << "the superseded build records no line";
+  EXPECT_EQ(ctlJson({"show", "web"})["packages"], json::array({"py3-requests"}));
+}
+
 TEST_F(DaemonTest, ImagectlWithoutADaemonExitsThree) {
   ProcessResult r = ctl({"list"});
   EXPECT_EQ(r.code, 3);
