@@ -597,6 +597,61 @@ TEST_F(DaemonTest, AnEditSupersedesTheRunningBuild) {
   EXPECT_EQ(ctlJson({"show", "web"})["packages"], json::array({"py3-requests"}));
 }
 
+TEST_F(DaemonTest, AuditVerifiesReplaysAndExportsTheLogWhileTheDaemonRuns) {
+  start();
+  ASSERT_EQ(ctl({"create", "web", "--starter", "python", "--add", "py3-flask", "--wait"}).code, 0);
+  const json show = ctlJson({"show", "web"});
+  ProcessResult verify = runProcess({IMAGED_AUDIT_BIN, "verify", dir.sub("data")});
+  EXPECT_EQ(verify.code, 0) << verify.err;
+  EXPECT_EQ(verify.out.rfind("intact: 8 events, head ", 0), 0u) << verify.out;
+
+  ProcessResult replay = runProcess({IMAGED_AUDIT_BIN, "replay", dir.sub("data"), "--json"});
+  ASSERT_EQ(replay.code, 0) << replay.err;
+  json images = json::parse(replay.out);
+  ASSERT_EQ(images.size(), 1u);
+  for (const char* key :
+       {"fullName", "status", "createdAt", "packages", "env", "version", "tags", "lines"}) {
+    EXPECT_EQ(images[0][key], show[key]) << key;
+  }
+  ProcessResult before =
+      runProcess({IMAGED_AUDIT_BIN, "replay", dir.sub("data"), "--until", "3", "--json"});
+  EXPECT_EQ(json::parse(before.out)[0]["status"], "in-progress");
+
+  ProcessResult decoded =
+      runProcess({"sh", "-c",
+                  std::string(IMAGED_AUDIT_BIN) + " export " + dir.sub("data") +
+                      " | capnp decode " + IMAGED_SOURCE_DIR + "/schema/events.capnp Event"});
+  ASSERT_EQ(decoded.code, 0) << decoded.err;
+  EXPECT_NE(decoded.out.find("imageCreated = ("), std::string::npos) << decoded.out.substr(0, 2000);
+  EXPECT_NE(decoded.out.find("name = \"web\""), std::string::npos);
+  EXPECT_NE(decoded.out.find("buildSucceeded"), std::string::npos);
+  ProcessResult lines = runProcess({IMAGED_AUDIT_BIN, "export", dir.sub("data"), "--json"});
+  EXPECT_EQ(std::count(lines.out.begin(), lines.out.end(), '\n'), 8);
+  ProcessResult history =
+      runProcess({IMAGED_AUDIT_BIN, "history", dir.sub("data"), "--image", "local/web"});
+  EXPECT_NE(history.out.find("lineSkipped"), std::string::npos) << history.out;
+
+  // A changed byte in a copy of the log is found and named.
+  daemon->signal(SIGTERM);
+  daemon->wait();
+  fs::copy(dir.sub("data"), dir.sub("copy"), fs::copy_options::recursive);
+  std::fstream f(dir.sub("copy/log/data.mdb"), std::ios::in | std::ios::out | std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(f)), {});
+  // Every copy of the text, since LMDB keeps old copies of pages beside the live one.
+  size_t changed = 0;
+  for (size_t at = bytes.find("py3-flask"); at != std::string::npos;
+       at = bytes.find("py3-flask", at + 1)) {
+    f.seekp(static_cast<std::streamoff>(at));
+    f.put('Q');
+    ++changed;
+  }
+  f.close();
+  ASSERT_GT(changed, 0u);
+  ProcessResult damaged = runProcess({IMAGED_AUDIT_BIN, "verify", dir.sub("copy")});
+  EXPECT_EQ(damaged.code, 1) << damaged.out << damaged.err;
+  EXPECT_NE(damaged.out.find("damaged at sequence 2"), std::string::npos) << damaged.out;
+}
+
 TEST_F(DaemonTest, ImagectlWithoutADaemonExitsThree) {
   ProcessResult r = ctl({"list"});
   EXPECT_EQ(r.code, 3);
