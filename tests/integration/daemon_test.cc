@@ -517,6 +517,12 @@ TEST_F(DaemonTest, ExportWritesALayoutThatSkopeoAndUmociRead) {
   ASSERT_EQ(all.code, 0) << all.err;
   json index = json::parse(std::ifstream(dir.sub("all/index.json")));
   EXPECT_EQ(index["manifests"].size(), show["tags"].size());
+  for (const auto& [tag, version] : show["tags"].items()) {
+    ProcessResult each = runProcess({"skopeo", "inspect", "oci:" + dir.sub("all") + ":" + tag});
+    EXPECT_EQ(each.code, 0) << tag << ": " << each.err;
+    EXPECT_EQ(json::parse(each.out)["Labels"]["io.imaged.version"], version.get<std::string>())
+        << tag;
+  }
   ProcessResult inspect = runProcess({"skopeo", "inspect", "oci:" + dir.sub("all") + ":latest"});
   ASSERT_EQ(inspect.code, 0) << inspect.err;
   json info = json::parse(inspect.out);
@@ -650,6 +656,30 @@ TEST_F(DaemonTest, AuditVerifiesReplaysAndExportsTheLogWhileTheDaemonRuns) {
   ProcessResult damaged = runProcess({IMAGED_AUDIT_BIN, "verify", dir.sub("copy")});
   EXPECT_EQ(damaged.code, 1) << damaged.out << damaged.err;
   EXPECT_NE(damaged.out.find("damaged at sequence 2"), std::string::npos) << damaged.out;
+}
+
+TEST_F(DaemonTest, ACorruptPackageFileFailsOnlyTheLinesThatUseIt) {
+  fs::copy(kSample, dir.sub("catalog"), fs::copy_options::recursive);
+  const std::string victim = dir.sub("catalog/repositories/main/x86_64/py3.13-flask-3.1.0-r0.apk");
+  std::string bytes;
+  {
+    std::ifstream in(victim, std::ios::binary);
+    bytes.assign((std::istreambuf_iterator<char>(in)), {});
+  }
+  bytes[bytes.size() / 2] ^= 0x01;
+  writeFile(victim, bytes);
+  start(dir.sub("catalog"));
+  ASSERT_EQ(ctl({"create", "web", "--starter", "python", "--add", "py3-flask", "--wait"}).code, 0);
+  json show = ctlJson({"show", "web"});
+  EXPECT_EQ(show["lines"][0]["status"], "skipped");
+  EXPECT_EQ(show["lines"][0]["code"], "E_PACKAGE_CORRUPT");
+  EXPECT_NE(show["lines"][0]["reason"].get<std::string>().find("py3.13-flask-3.1.0-r0.apk"),
+            std::string::npos);
+  EXPECT_EQ(show["lines"][1]["status"], "built");
+  EXPECT_EQ(show["tags"]["latest"], "3.12.8");
+  fs::remove(dir.sub("catalog/repositories/main/x86_64/py3.12-flask-3.1.0-r0.apk"));
+  ASSERT_EQ(ctl({"rebuild", "web", "--wait"}).code, 4);  // no line left
+  EXPECT_EQ(ctlJson({"builds", "web"})[1]["lines"][1]["code"], "E_PACKAGE_MISSING");
 }
 
 TEST_F(DaemonTest, ImagectlWithoutADaemonExitsThree) {
