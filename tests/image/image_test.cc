@@ -252,6 +252,43 @@ TEST(LineImage, TheSbomIsSpdx23WithEveryPackageItsLicenseAndPurl) {
   EXPECT_TRUE(dependsOnPython);
 }
 
+TEST(LineImage, ImagesAreWrittenFromRealSignedApkoPackages) {
+  TempDir dir;
+  fs::create_directories(dir.sub("catalog/repositories/apko"));
+  fs::copy(kApko, dir.sub("catalog/repositories/apko/x86_64"), fs::copy_options::recursive);
+  imaged::testing::writeFile(
+      dir.sub("catalog/starters/base.yaml"),
+      "name: base\nlines:\n  - line: \"1\"\n    versions:\n"
+      "      - {version: \"1.0\", published: 2026-01-01T00:00:00Z,\n"
+      "         packages: [replayout=1.0.0-r0, pretend-baselayout=1.0.0-r0]}\n");
+  auto c = *catalog::Catalog::load(dir.sub("catalog"));
+  ASSERT_NE(c->findStarter("base"), nullptr);
+  const auto& line = c->findStarter("base")->lines[0];
+  auto resolved = catalog::resolveLine(
+      *c, {line.line, line.production().packages, {*catalog::parseAtom("custom-ca-certificates")}});
+  ASSERT_TRUE(resolved.ok()) << resolved.error->message;
+  LineImageInput in;
+  in.catalog = c;
+  in.packages = resolved.packages;
+  in.tenant = "acme";
+  in.starter = "base";
+  in.line = "1";
+  in.version = "1.0";
+  in.published = line.production().published;
+  BlobStore store(dir.sub("blobs"));
+  auto written = writeLineImage(in, store);
+  ASSERT_TRUE(written.ok()) << written.error().message;
+  auto m = nlohmann::json::parse(*store.read(written->manifest.digest));
+  auto files = untar(*store.read(m["layers"][0]["digest"]));
+  bool certs = false;
+  for (const auto& [path, data] : files)
+    certs |= path.rfind("usr/local/share/ca-certificates/", 0) == 0;
+  EXPECT_TRUE(certs);
+  EXPECT_NE(files["lib/apk/db/installed"].find("P:replayout"), std::string::npos);
+  EXPECT_NE(files["lib/apk/db/installed"].find("C:Q11/HhSewwwOXgl0r0ffb0O0BRtYc="),
+            std::string::npos);
+}
+
 TEST(LineImage, ACorruptedPackageFailsTheLineNamingTheFile) {
   TempDir dir;
   fs::copy(kSample, dir.sub("catalog"), fs::copy_options::recursive);
