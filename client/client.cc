@@ -18,37 +18,17 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "common/sha256.h"
 #include "schema/api.capnp.h"
+#include "schema/lists.h"
 
 namespace imaged::client {
 namespace {
 
-template <typename List>
-std::vector<std::string> texts(List list) {
-  std::vector<std::string> out;
-  for (auto t : list) out.emplace_back(t);
-  return out;
-}
-
-template <typename List>
-std::vector<EnvVar> envOf(List list) {
-  std::vector<EnvVar> out;
-  for (auto e : list) out.push_back({e.getKey(), e.getValue()});
-  return out;
-}
-
-template <typename ListBuilder>
-void setEnv(ListBuilder list, const std::vector<EnvVar>& env) {
-  for (size_t i = 0; i < env.size(); ++i) {
-    list[i].setKey(env[i].key);
-    list[i].setValue(env[i].value);
-  }
-}
-
-template <typename ListBuilder>
-void setTexts(ListBuilder list, const std::vector<std::string>& texts) {
-  for (size_t i = 0; i < texts.size(); ++i) list.set(i, texts[i]);
-}
+using schema_lists::envOf;
+using schema_lists::setEnv;
+using schema_lists::setTexts;
+using schema_lists::texts;
 
 std::optional<Error> errorOf(api::Error::Reader e, bool has) {
   if (!has) return std::nullopt;
@@ -70,7 +50,7 @@ Image toImage(api::Image::Reader r) {
   i.status = r.getStatus();
   i.createdAt = r.getCreatedAt();
   i.packages = texts(r.getPackages());
-  i.env = envOf(r.getEnv());
+  i.env = envOf<EnvVar>(r.getEnv());
   i.version = r.getVersion();
   for (auto l : r.getLines()) i.lines.push_back(toLine(l));
   for (auto t : r.getTags()) i.tags.push_back({t.getTag(), t.getVersion(), t.getDigest()});
@@ -271,13 +251,13 @@ Result<Starter> Client::starter(const std::string& name) {
                 s.getDescription(),
                 s.getUser(),
                 s.getWorkdir(),
-                envOf(s.getEnvironment()),
+                envOf<EnvVar>(s.getEnvironment()),
                 texts(s.getEntrypoint()),
                 texts(s.getCmd()),
                 {}};
     for (auto l : s.getLines()) {
       StarterLine line{
-          l.getLine(), l.getProduction(),     l.getMaintained(), envOf(l.getEnvironment()),
+          l.getLine(), l.getProduction(),     l.getMaintained(), envOf<EnvVar>(l.getEnvironment()),
           {},          texts(l.getLicenses())};
       for (auto v : l.getVersions())
         line.versions.push_back({v.getVersion(), v.getPublished(), texts(v.getPackages())});
@@ -489,14 +469,7 @@ Result<std::vector<Tag>> Client::exportImage(const std::string& name, const std:
       if (chunk->empty()) return Error{"E_UNAVAILABLE", "blob " + digest + " ended early"};
       data += *chunk;
     }
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
-    std::string hexDigest = "sha256:";
-    for (unsigned i = 0; i < len; ++i) {
-      hexDigest += "0123456789abcdef"[md[i] >> 4];
-      hexDigest += "0123456789abcdef"[md[i] & 0xf];
-    }
+    const std::string hexDigest = sha256Digest(data);
     if (hexDigest != digest) return Error{"E_UNAVAILABLE", "blob " + digest + " arrived damaged"};
     std::ofstream out(dir + "/blobs/sha256/" + digest.substr(7),
                       std::ios::binary | std::ios::trunc);

@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 
+#include "common/sha256.h"
 #include "daemon/catalog/version.h"
 
 namespace imaged::catalog {
@@ -44,19 +45,6 @@ std::vector<fs::path> sortedEntries(const fs::path& dir) {
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir, ec)) out.push_back(e.path());
   std::sort(out.begin(), out.end());
-  return out;
-}
-
-std::string sha256Hex(std::string_view data) {
-  unsigned char md[32];
-  unsigned int len = 0;
-  EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out = "sha256:";
-  for (unsigned i = 0; i < len; ++i) {
-    out += kHex[md[i] >> 4];
-    out += kHex[md[i] & 0xf];
-  }
   return out;
 }
 
@@ -316,7 +304,7 @@ void Catalog::computeDigest() {
       }
     }
   }
-  digest_ = sha256Hex(text);
+  digest_ = sha256Digest(text);
 }
 
 std::shared_ptr<const Catalog> Catalog::build(std::vector<Repository> repositories,

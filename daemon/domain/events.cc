@@ -2,28 +2,21 @@
 
 #include <capnp/message.h>
 #include <capnp/serialize.h>
+#include "schema/lists.h"
 
 namespace imaged::domain::events {
 namespace {
+
+using schema_lists::envOf;
+using schema_lists::setEnv;
+using schema_lists::setTexts;
+using schema_lists::texts;
 
 template <typename Fn>
 Payload make(Fn&& fill) {
   capnp::MallocMessageBuilder builder;
   fill(builder.initRoot<schema::Payload>());
   return capnp::messageToFlatArray(builder);
-}
-
-template <typename ListBuilder>
-void setEnv(ListBuilder list, const std::vector<catalog::EnvVar>& env) {
-  for (size_t i = 0; i < env.size(); ++i) {
-    list[i].setKey(env[i].key);
-    list[i].setValue(env[i].value);
-  }
-}
-
-template <typename ListBuilder>
-void setTexts(ListBuilder list, const std::vector<std::string>& texts) {
-  for (size_t i = 0; i < texts.size(); ++i) list.set(i, texts[i]);
 }
 
 template <typename ListBuilder>

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <ctime>
 #include <set>
+#include "schema/lists.h"
 
 namespace imaged::domain {
 
@@ -51,22 +52,13 @@ std::map<std::string, std::string> ImageState::tags() const {
 
 namespace {
 
+using schema_lists::envOf;
+using schema_lists::setEnv;
+using schema_lists::setTexts;
+using schema_lists::texts;
+
 std::string key(const std::string& tenant, const std::string& name) {
   return tenant + "/" + name;
-}
-
-template <typename List>
-std::vector<std::string> texts(List list) {
-  std::vector<std::string> out;
-  for (auto t : list) out.emplace_back(t);
-  return out;
-}
-
-template <typename List>
-std::vector<EnvVar> envOf(List list) {
-  std::vector<EnvVar> out;
-  for (auto e : list) out.push_back({e.getKey(), e.getValue()});
-  return out;
 }
 
 void cancelRunning(ImageState& image, int64_t time, const std::string& why) {
@@ -107,7 +99,7 @@ void Projection::apply(const schema::Event::Reader& event) {
     image.description = created.getDescription();
     image.starter = created.getStarter();
     image.packages = texts(created.getPackages());
-    image.env = envOf(created.getEnv());
+    image.env = envOf<EnvVar>(created.getEnv());
     image.version = event.getStreamVersion();
     const std::string k = key(image.tenant, image.name);
     if (event.getIdempotencyKey().size() > 0) createdBy_[event.getIdempotencyKey()] = streamId;
@@ -130,7 +122,7 @@ void Projection::applyToImage(ImageState& image, const schema::Event::Reader& ev
       auto edited = payload.getImageEdited();
       image.description = edited.getDescription();
       image.packages = texts(edited.getPackages());
-      image.env = envOf(edited.getEnv());
+      image.env = envOf<EnvVar>(edited.getEnv());
       cancelRunning(image, time, "superseded by an edit");
       return;
     }

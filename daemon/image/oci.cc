@@ -71,19 +71,6 @@ Result<std::string> gzip(const std::string& data) {
 
 }  // namespace
 
-std::string sha256Digest(std::string_view bytes) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(bytes.data(), bytes.size(), md, &len, EVP_sha256(), nullptr);
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out = "sha256:";
-  for (unsigned i = 0; i < len; ++i) {
-    out += kHex[md[i] >> 4];
-    out += kHex[md[i] & 0xf];
-  }
-  return out;
-}
-
 Result<Layer> writeLayer(std::vector<FileEntry> files, int64_t mtime) {
   // Parents first, then by path: a sorted list of paths does both.
   std::set<std::string> present;

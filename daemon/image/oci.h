@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "common/sha256.h"
 #include "daemon/image/apk_file.h"
 
 namespace imaged::image {
@@ -25,8 +26,7 @@ struct Descriptor {
   uint64_t size = 0;
 };
 
-// "sha256:<hex>" of `bytes`.
-std::string sha256Digest(std::string_view bytes);
+using imaged::sha256Digest;
 
 struct Layer {
   std::string tarGz;   // the blob

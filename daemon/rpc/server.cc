@@ -14,9 +14,15 @@
 
 #include "daemon/domain/validate.h"
 #include "daemon/rpc/asio_stream.h"
+#include "schema/lists.h"
 
 namespace imaged::rpc {
 namespace {
+
+using schema_lists::envOf;
+using schema_lists::setEnv;
+using schema_lists::setTexts;
+using schema_lists::texts;
 
 using domain::BuildStatus;
 using domain::ImageState;
@@ -28,34 +34,6 @@ void setError(Builder results, const Error& e) {
   auto err = results.initError();
   err.setCode(e.code);
   err.setMessage(e.message);
-}
-
-template <typename ListBuilder>
-void setEnv(ListBuilder list, const std::vector<catalog::EnvVar>& env) {
-  for (size_t i = 0; i < env.size(); ++i) {
-    list[i].setKey(env[i].key);
-    list[i].setValue(env[i].value);
-  }
-}
-
-template <typename ListBuilder, typename Container>
-void setTexts(ListBuilder list, const Container& texts) {
-  size_t i = 0;
-  for (const auto& t : texts) list.set(i++, t);
-}
-
-template <typename List>
-std::vector<std::string> texts(List list) {
-  std::vector<std::string> out;
-  for (auto t : list) out.emplace_back(t);
-  return out;
-}
-
-template <typename List>
-std::vector<catalog::EnvVar> envOf(List list) {
-  std::vector<catalog::EnvVar> out;
-  for (auto e : list) out.push_back({e.getKey(), e.getValue()});
-  return out;
 }
 
 void fillLine(api::LineResult::Builder b, const LineState& l) {
@@ -209,7 +187,7 @@ const char* kindOf(const schema::Event::Reader& e) {
 
 domain::CreateRequest specOf(api::ImageSpec::Reader s) {
   return {s.getName(), s.getDescription(), s.getStarter(), texts(s.getPackages()),
-          envOf(s.getEnv())};
+          envOf<catalog::EnvVar>(s.getEnv())};
 }
 
 // A capability whose only job is to run something when the client drops it.
@@ -555,7 +533,7 @@ class ImagedImpl final : public api::Imaged::Server {
           domain::EditRequest edit;
           edit.addPackages = texts(e.getAddPackages());
           edit.removePackages = texts(e.getRemovePackages());
-          edit.setEnv = envOf(e.getSetEnv());
+          edit.setEnv = envOf<catalog::EnvVar>(e.getSetEnv());
           edit.unsetEnv = texts(e.getUnsetEnv());
           if (e.getHasDescription()) edit.description = std::string(e.getDescription());
           if (e.getStarter().size()) edit.starter = std::string(e.getStarter());
