@@ -105,7 +105,7 @@ int verify(const std::string& dataDir) {
 int replay(const std::string& dataDir, uint64_t until, const std::string& at, bool json) {
   std::optional<int64_t> atTime;
   if (!at.empty()) {
-    atTime = imaged::parseTime(at);
+    atTime = imaged::parseTimeAsOf(at);
     if (!atTime) {
       std::fprintf(stderr, "error[E_INVALID_ARGUMENT]: '%s' is not an RFC 3339 time\n", at.c_str());
       return 2;

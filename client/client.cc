@@ -377,6 +377,21 @@ Result<std::vector<HistoryEntry>> Client::history(const std::string& name) {
   });
 }
 
+Result<std::vector<TagMove>> Client::tagHistory(const std::string& name, const std::string& tag) {
+  auto req = impl_->imaged.tagHistoryRequest();
+  req.setName(name);
+  req.setTag(tag);
+  return impl_->run(req.send(), [](auto& r) -> Result<std::vector<TagMove>> {
+    IMAGED_RETURN_IF_ERROR(r);
+    std::vector<TagMove> out;
+    for (auto m : r.getMoves()) {
+      out.push_back({m.getTime(), m.getSequence(), m.getFromVersion(), m.getFromDigest(),
+                     m.getToVersion(), m.getToDigest(), m.getBuildId(), m.getReason()});
+    }
+    return out;
+  });
+}
+
 Result<Image> Client::watch(const std::string& name, const std::function<void(const Line&)>& onLine,
                             std::chrono::milliseconds timeout) {
   auto paf = kj::newPromiseAndFulfiller<WatcherImpl::Ended>();

@@ -79,6 +79,14 @@ struct PackageHit {
   std::vector<std::string> versions;
 };
 
+struct TagMove {
+  std::string time;
+  uint64_t sequence = 0;
+  std::string fromVersion, fromDigest, toVersion, toDigest;  // "" when absent
+  uint64_t buildId = 0;
+  std::string reason;
+};
+
 struct HistoryEntry {
   uint64_t sequence = 0, version = 0;
   std::string time, kind, summary, actor;
@@ -128,6 +136,8 @@ class Client {
   Result<Image> rebuild(const std::string& name, uint64_t expectedVersion = 0);
   Status remove(const std::string& name, uint64_t expectedVersion = 0);
   Result<std::vector<HistoryEntry>> history(const std::string& name);
+  // Every move of one of the image's tags, oldest first.
+  Result<std::vector<TagMove>> tagHistory(const std::string& name, const std::string& tag);
   // Follows the image's current build live: `onLine` for each line result as it is recorded;
   // returns the image once the build has ended (at once when none is running). Waits at most
   // `timeout` (E_TIMEOUT).

@@ -255,6 +255,11 @@ int main(int argc, char** argv) {
   exportCmd->add_option("NAME", name)->required();
   exportCmd->add_option("DIR", exportDir)->required();
   exportCmd->add_option("--tag", exportTags, "export this tag (repeatable; default: all tags)");
+  auto* tagHistoryCmd = app.add_subcommand(
+      "tag-history", "every move of one tag: when, from what, to what, by which build");
+  std::string tagName;
+  tagHistoryCmd->add_option("NAME", name)->required();
+  tagHistoryCmd->add_option("TAG", tagName)->required();
   auto* sbomCmd =
       app.add_subcommand("sbom", "the SPDX SBOM of a built line (--json: the SPDX document)");
   std::string sbomLine;
@@ -517,6 +522,38 @@ int main(int argc, char** argv) {
     } else {
       for (const auto& t : *r) std::cout << t.tag << "  " << t.version << "  " << t.digest << "\n";
       std::cout << "wrote an OCI image layout to " << exportDir << "\n";
+    }
+    return kOk;
+  }
+  if (*tagHistoryCmd) {
+    auto r = c.tagHistory(name, tagName);
+    if (!r.ok()) return report(g, r.error());
+    if (g.json) {
+      ordered_json j = ordered_json::array();
+      for (const auto& m : *r) {
+        auto orNull = [](const std::string& s) {
+          return s.empty() ? ordered_json(nullptr) : ordered_json(s);
+        };
+        ordered_json move;
+        move["time"] = m.time;
+        move["sequence"] = m.sequence;
+        move["from"] = orNull(m.fromVersion);
+        move["fromDigest"] = orNull(m.fromDigest);
+        move["to"] = orNull(m.toVersion);
+        move["toDigest"] = orNull(m.toDigest);
+        move["build"] = m.buildId;
+        move["reason"] = m.reason;
+        j.push_back(std::move(move));
+      }
+      std::cout << j.dump(2) << "\n";
+    } else {
+      std::vector<std::vector<std::string>> rows;
+      for (const auto& m : *r) {
+        rows.push_back({m.time, m.fromVersion.empty() ? "-" : m.fromVersion,
+                        m.toVersion.empty() ? "-" : m.toVersion, std::to_string(m.buildId),
+                        m.reason});
+      }
+      table({"TIME", "FROM", "TO", "BUILD", "REASON"}, rows);
     }
     return kOk;
   }

@@ -71,4 +71,12 @@ inline std::optional<int64_t> parseTime(const std::string& text) {
   return secs * 1'000'000'000 + nanos;
 }
 
+// For "as of TIME" questions: a time given to the second covers that whole second, so that
+// "--at 2026-12-04T19:40:00Z" includes what happened during 19:40:00.
+inline std::optional<int64_t> parseTimeAsOf(const std::string& text) {
+  auto t = parseTime(text);
+  if (t && text.find('.') == std::string::npos) *t += 999'999'999;
+  return t;
+}
+
 }  // namespace imaged

@@ -141,6 +141,17 @@ struct BlobInfo {
   size @2 :UInt64;
 }
 
+struct TagMove {
+  time @0 :Text;
+  sequence @1 :UInt64;           # the event that moved it (a build's end)
+  fromVersion @2 :Text;          # "" when the tag did not exist before
+  fromDigest @3 :Text;
+  toVersion @4 :Text;            # "" when the tag went away
+  toDigest @5 :Text;
+  buildId @6 :UInt64;
+  reason @7 :Text;               # the build's reason: created, edited, rebuild, catalog-changed, resumed
+}
+
 struct HistoryEntry {
   sequence @0 :UInt64;
   version @1 :UInt64;
@@ -212,6 +223,9 @@ interface Imaged {
   # A piece (at most 4 MiB) of one of the image's blobs, as listed by exportImage.
 
   getSbom @18 (name :Text, line :Text) -> (line :Text, version :Text, spdx :Text, error :Error);
+
+  tagHistory @19 (name :Text, tag :Text) -> (moves :List(TagMove), error :Error);
+  # Every move of one tag of the image, oldest first, replayed from the log.
   # The SPDX 2.3 JSON of a built line of the latest successful build (`line` empty: the one
   # `latest` points at).
 }

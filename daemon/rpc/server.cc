@@ -493,7 +493,7 @@ class ImagedImpl final : public api::Imaged::Server {
         fillImage(context.getResults().initImage(), **image, true);
         return Ok{};
       }
-      auto time = domain::parseTime(at);
+      auto time = parseTimeAsOf(at);
       if (!time) return Error{"E_INVALID_ARGUMENT", "'" + at + "' is not an RFC 3339 time"};
       // The image as it was then, replayed from the log.
       domain::Projection past;
@@ -763,6 +763,67 @@ class ImagedImpl final : public api::Imaged::Server {
         return Ok{};
       }
       return Error{"E_NOT_FOUND", (*image)->name + " has no built line " + wanted};
+    });
+  }
+
+  kj::Promise<void> tagHistory(TagHistoryContext context) override {
+    return handle("tagHistory", context, [&]() -> Status {
+      auto image =
+          domain::findImage(service_.projection(), *caller_, context.getParams().getName());
+      if (!image.ok()) return image.error();
+      const std::string tag = context.getParams().getTag();
+      auto txn = service_.log().read();
+      if (!txn.ok()) return txn.error();
+      // Replay the image's own stream and watch the tag after each event.
+      struct Move {
+        int64_t time;
+        uint64_t sequence;
+        std::string fromVersion, fromDigest, toVersion, toDigest;
+        uint64_t buildId;
+        std::string reason;
+      };
+      std::vector<Move> moves;
+      domain::Projection replay;
+      std::string version, digest;
+      const std::string stream = (*image)->streamId;
+      auto s = (*txn)->forEachInStream(stream, 1, [&](const store::EventRef& e) {
+        capnp::FlatArrayMessageReader reader(e.words());
+        auto ev = reader.getRoot<schema::Event>();
+        replay.apply(ev);
+        const ImageState* now = replay.byStream(stream);
+        if (!now) return true;
+        const auto tags = now->tags();
+        std::string v, d;
+        if (auto it = tags.find(tag); it != tags.end()) {
+          v = it->second;
+          if (const auto* ok = now->latestSuccessfulBuild()) {
+            for (const LineState& l : ok->lines) {
+              if (l.status == LineStatus::kBuilt && l.version == v) d = l.digest;
+            }
+          }
+        }
+        if (v != version || d != digest) {
+          const auto* ok = now->latestSuccessfulBuild();
+          moves.push_back({ev.getTime(), ev.getSequence(), version, digest, v, d, ok ? ok->id : 0,
+                           ok ? domain::toString(ok->reason) : ""});
+          version = v;
+          digest = d;
+        }
+        return true;
+      });
+      if (!s.ok()) return s.error();
+      auto list = context.getResults().initMoves(moves.size());
+      for (size_t i = 0; i < moves.size(); ++i) {
+        list[i].setTime(formatTime(moves[i].time));
+        list[i].setSequence(moves[i].sequence);
+        list[i].setFromVersion(moves[i].fromVersion);
+        list[i].setFromDigest(moves[i].fromDigest);
+        list[i].setToVersion(moves[i].toVersion);
+        list[i].setToDigest(moves[i].toDigest);
+        list[i].setBuildId(moves[i].buildId);
+        list[i].setReason(moves[i].reason);
+      }
+      return Ok{};
     });
   }
 

@@ -183,6 +183,33 @@ TEST_F(DaemonTest, TheSeedsExampleLatestAndMajorPointAt83When84IsSkipped) {
   }
 }
 
+TEST_F(DaemonTest, TagHistoryShowsEveryMoveOfATagAndWhatMovedIt) {
+  writePhpCatalog(dir.sub("php"));
+  start(dir.sub("php"));
+  ASSERT_EQ(ctl({"create", "api", "--starter", "php", "--add", "php-redis", "--wait"}).code, 0);
+  // Times are shown to the second: let the edit happen in a later one.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  ASSERT_EQ(ctl({"edit", "api", "--remove", "php-redis", "--wait"}).code, 0);
+  json moves = ctlJson({"tag-history", "api", "latest"});
+  ASSERT_EQ(moves.size(), 2u) << moves.dump();
+  EXPECT_TRUE(moves[0]["from"].is_null());
+  EXPECT_EQ(moves[0]["to"], "8.3.14");
+  EXPECT_EQ(moves[0]["reason"], "created");
+  EXPECT_EQ(moves[1]["from"], "8.3.14");
+  EXPECT_EQ(moves[1]["to"], "8.4.1");
+  EXPECT_EQ(moves[1]["reason"], "edited");
+  EXPECT_TRUE(
+      std::regex_match(moves[1]["toDigest"].get<std::string>(), std::regex("sha256:[0-9a-f]{64}")));
+  // 8.2 kept its version but the edit changed its content: it moved to a new digest.
+  json moves82 = ctlJson({"tag-history", "api", "8.2"});
+  ASSERT_EQ(moves82.size(), 2u);
+  EXPECT_EQ(moves82[1]["from"], moves82[1]["to"]);
+  EXPECT_NE(moves82[1]["fromDigest"], moves82[1]["toDigest"]);
+  // The tags as they were, answered from the log.
+  const std::string firstMove = moves[0]["time"];
+  EXPECT_EQ(ctlJson({"tags", "api", "--at", firstMove})["latest"], "8.3.14");
+}
+
 TEST_F(DaemonTest, EveryRefusedRequestHasItsCodeAndRecordsNothing) {
   start();
   ASSERT_EQ(ctl({"create", "web", "--starter", "python", "--wait"}).code, 0);
