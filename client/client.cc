@@ -148,6 +148,19 @@ struct Client::Impl {
   auto run(kj::Promise<Response> promise, Fn&& convert) {
     return call(kj::mv(promise), timeout, kj::fwd<Fn>(convert));
   }
+
+  // Sends a request that returns a Handle (watch, subscribe), keeps the handle while it waits
+  // up to `limit` for `done` (dropping the handle would end what it started), converts.
+  template <typename Response, typename T, typename Fn>
+  auto follow(kj::Promise<Response> started, kj::Promise<T> done, std::chrono::milliseconds limit,
+              Fn&& convert) -> decltype(convert(std::declval<T&>())) {
+    auto handle = run(kj::mv(started), [](auto& r) -> Result<std::shared_ptr<api::Handle::Client>> {
+      if (r.hasError()) return Error{r.getError().getCode(), r.getError().getMessage()};
+      return std::make_shared<api::Handle::Client>(r.getHandle());
+    });
+    if (!handle.ok()) return handle.error();
+    return call(kj::mv(done), limit, kj::fwd<Fn>(convert));
+  }
 };
 
 template <typename T, typename Fn>
@@ -398,15 +411,8 @@ Result<Image> Client::watch(const std::string& name, const std::function<void(co
   auto req = impl_->imaged.watchRequest();
   req.setName(name);
   req.setWatcher(kj::heap<WatcherImpl>(onLine, kj::mv(paf.fulfiller)));
-  // Keep the handle for as long as we wait: dropping it ends the watch.
-  auto started =
-      impl_->run(req.send(), [](auto& r) -> Result<std::shared_ptr<api::Handle::Client>> {
-        IMAGED_RETURN_IF_ERROR(r);
-        return std::make_shared<api::Handle::Client>(r.getHandle());
-      });
-  if (!started.ok()) return started.error();
-  return impl_->call(kj::mv(paf.promise), timeout,
-                     [](WatcherImpl::Ended& image) -> Result<Image> { return *image; });
+  return impl_->follow(req.send(), kj::mv(paf.promise), timeout,
+                       [](WatcherImpl::Ended& image) -> Result<Image> { return *image; });
 }
 
 Result<std::vector<std::string>> Client::readEvents(uint64_t from, uint32_t limit) {
@@ -429,14 +435,8 @@ Status Client::subscribe(uint64_t from,
   auto req = impl_->imaged.subscribeRequest();
   req.setFrom(from);
   req.setSubscriber(kj::heap<SubscriberImpl>(onEvents, kj::mv(paf.fulfiller)));
-  auto started =
-      impl_->run(req.send(), [](auto& r) -> Result<std::shared_ptr<api::Handle::Client>> {
-        IMAGED_RETURN_IF_ERROR(r);
-        return std::make_shared<api::Handle::Client>(r.getHandle());
-      });
-  if (!started.ok()) return started.error();
-  return impl_->call(kj::mv(paf.promise), timeout,
-                     [](SubscriberImpl::Done&) -> Status { return Ok{}; });
+  return impl_->follow(req.send(), kj::mv(paf.promise), timeout,
+                       [](SubscriberImpl::Done&) -> Status { return Ok{}; });
 }
 
 Result<std::vector<Tag>> Client::exportImage(const std::string& name, const std::string& dir,
