@@ -364,7 +364,13 @@ Result<std::shared_ptr<const Catalog>> Catalog::load(const std::string& dir,
     }
     ParsedIndex parsed = parseApkIndex(*text, indexPath.string());
     for (auto& p : parsed.problems) problems.push_back({p.file, p.line, p.message, true});
-    Repository r{repo.filename().string(), archDir.string(), {}};
+    Repository r{repo.filename().string(), archDir.string(), {}, false};
+    for (const fs::path& file : sortedEntries(archDir)) {
+      if (file.extension() == ".apk") {
+        r.hasPackageFiles = true;
+        break;
+      }
+    }
     size_t otherArch = 0;
     for (auto& rec : parsed.records) {
       if (!rec.arch.empty() && rec.arch != options.arch && rec.arch != "noarch") {

@@ -25,6 +25,10 @@ struct Repository {
   std::string name;
   std::string path;  // the <arch> directory holding the index and the .apk files
   std::vector<PackageRecord> records;
+  // Whether the repository ships package files at all. CATALOG.md: they are needed to write
+  // image contents, not to resolve; a repository of index only yields resolved lines without
+  // images, while one that ships files must ship every file a line needs.
+  bool hasPackageFiles = false;
 };
 
 struct SearchHit {

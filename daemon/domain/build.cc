@@ -1,5 +1,7 @@
 #include "daemon/domain/build.h"
 
+#include <algorithm>
+
 #include "daemon/domain/validate.h"
 
 namespace imaged::domain {
@@ -55,7 +57,12 @@ LineOutcome buildLine(const LineJob& job) {
     out.reason = r.error->message;
     return out;
   }
-  if (job.blobs) {
+  // Images come from package files: a line whose repositories ship none is resolved only.
+  const bool withImage =
+      job.blobs && std::any_of(r.packages.begin(), r.packages.end(), [&](catalog::PackageId id) {
+        return job.catalog->repositories()[job.catalog->repositoryOf(id)].hasPackageFiles;
+      });
+  if (withImage) {
     if (superseded()) return out;
     image::LineImageInput in = job.image;
     in.packages = r.packages;

@@ -31,7 +31,8 @@ const std::string kSample = std::string(IMAGED_SOURCE_DIR) + "/catalog/sample";
 
 // A catalog for the seed's example: php lines 8.4, 8.3 and 8.2; php-redis exists for 8.2 and
 // 8.3 only, so adding it skips 8.4.
-void writePhpCatalog(const std::string& dir, const std::string& newest84 = "8.4.1") {
+void writePhpCatalog(const std::string& dir, const std::string& newest84 = "8.4.1",
+                     bool packageFiles = true) {
   writeFile(dir + "/repositories/main/x86_64/APKINDEX",
             "P:glibc\nV:2.40-r3\nL:LGPL-2.1\n\n"
             "P:php-8.2\nV:8.2.26-r0\nD:glibc\np:php=8.2.26\n\n"
@@ -51,6 +52,7 @@ void writePhpCatalog(const std::string& dir, const std::string& newest84 = "8.4.
                 "[php-8.3=8.3.14-r0, glibc=2.40-r3]}\n"
                 "  - line: \"8.2\"\n    versions:\n      - {version: \"8.2.26\", packages: "
                 "[php-8.2=8.2.26-r0, glibc=2.40-r3]}\n");
+  if (!packageFiles) return;  // an index-only catalog: lines resolve, no images
   // Real package files, so that the lines' images can be written.
   ProcessResult made =
       runProcess({"python3", std::string(IMAGED_SOURCE_DIR) + "/tests/integration/make_apks.py",
@@ -208,6 +210,18 @@ TEST_F(DaemonTest, TagHistoryShowsEveryMoveOfATagAndWhatMovedIt) {
   // The tags as they were, answered from the log.
   const std::string firstMove = moves[0]["time"];
   EXPECT_EQ(ctlJson({"tags", "api", "--at", firstMove})["latest"], "8.3.14");
+}
+
+TEST_F(DaemonTest, AnIndexOnlyCatalogResolvesAndTagsLinesWithoutWritingImages) {
+  writePhpCatalog(dir.sub("php"), "8.4.1", /*packageFiles=*/false);
+  start(dir.sub("php"));
+  ASSERT_EQ(ctl({"create", "api", "--starter", "php", "--add", "php-redis", "--wait"}).code, 0);
+  json show = ctlJson({"show", "api"});
+  EXPECT_EQ(show["status"], "created");
+  EXPECT_EQ(show["lines"][1]["status"], "built");
+  EXPECT_FALSE(show["lines"][1].contains("digest"));
+  EXPECT_EQ(show["tags"]["latest"], "8.3.14");
+  EXPECT_EQ(ctl({"export", "api", dir.sub("out")}).code, 1);  // nothing was written to export
 }
 
 TEST_F(DaemonTest, EveryRefusedRequestHasItsCodeAndRecordsNothing) {
