@@ -106,7 +106,8 @@ int main(int argc, char** argv) {
   size_t workers = 2;
   app.add_option("--catalog", catalogDir,
                  "catalog directory (default: the shipped sample catalog)");
-  app.add_option("--data-dir", dataDir, "where the event log (log/) and images (blobs/) live")->capture_default_str();
+  app.add_option("--data-dir", dataDir, "where the event log (log/) and images (blobs/) live")
+      ->capture_default_str();
   app.add_option("--socket", socketPath, "Unix socket to serve (also IMAGED_SOCKET)")
       ->capture_default_str();
   app.add_option("--tenant", tenant, "tenant of callers with the daemon's own uid")
@@ -114,7 +115,8 @@ int main(int argc, char** argv) {
   app.add_option("--config", configPath,
                  "YAML file mapping other uids to tenants (tenants: {UID: TENANT})");
   app.add_option("--socket-group", socketGroup, "let this group use the socket too (mode 0660)");
-  app.add_option("--build-workers", workers, "threads that resolve lines and write their images")->capture_default_str();
+  app.add_option("--build-workers", workers, "threads that resolve lines and write their images")
+      ->capture_default_str();
   app.add_option("--log-level", logLevel, "trace|debug|info|warn|error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
       ->capture_default_str();
