@@ -2,7 +2,10 @@
 """A catalog for the image.write benchmark: one starter whose line pins PACKAGES packages of
 MB megabytes each (files of pseudo-random words: compressible like real binaries and text).
 Usage: make_big_catalog.py DIR PACKAGES MB"""
-import base64, gzip, hashlib, io, os, random, sys, tarfile
+import base64, hashlib, os, random, sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "catalog"))
+from generate import gz, tar_bytes  # one apk writer for the sample catalog, tests and benchmarks
 
 out, count, megabytes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 repo = f"{out}/repositories/main/x86_64"
@@ -11,21 +14,6 @@ os.makedirs(f"{out}/starters", exist_ok=True)
 rng = random.Random(50)
 words = [bytes(rng.choice(b"abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(rng.randint(2, 12))) for _ in range(4096)]
 
-def segment(entries, cut):
-    buf = io.BytesIO()
-    tf = tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT)
-    for name, data in entries:
-        info = tarfile.TarInfo(name)
-        info.size, info.mtime, info.mode = len(data), 0, 0o644
-        tf.addfile(info, io.BytesIO(data))
-    end = tf.offset
-    tf.close()
-    raw = buf.getvalue()[:end] if cut else buf.getvalue()
-    o = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=o, mtime=0, compresslevel=1) as g:
-        g.write(raw)
-    return o.getvalue()
-
 index, pins = [], []
 for p in range(count):
     name, version = f"big{p}", "1.0-r0"
@@ -33,10 +21,10 @@ for p in range(count):
     for f in range(8):
         size = megabytes * 1024 * 1024 // 8
         chunk = b" ".join(rng.choice(words) for _ in range(size // 7 + 1))[:size]
-        files.append((f"usr/share/{name}/data{f}.bin", chunk))
-    data = segment(files, False)
+        files.append((f"usr/share/{name}/data{f}.bin", "file", chunk, 0o644))
+    data = gz(tar_bytes(files, cut=False), level=1)  # fast: this is setup, not what is measured
     pkginfo = f"pkgname = {name}\npkgver = {version}\ndatahash = {hashlib.sha256(data).hexdigest()}\n"
-    control = segment([(".PKGINFO", pkginfo.encode())], True)
+    control = gz(tar_bytes([(".PKGINFO", "file", pkginfo, 0o644)], cut=True))
     open(f"{repo}/{name}-{version}.apk", "wb").write(control + data)
     index.append(f"C:Q1{base64.b64encode(hashlib.sha1(control).digest()).decode()}\nP:{name}\nV:{version}\nL:MIT\n")
     pins.append(f"{name}={version}")

@@ -218,7 +218,7 @@ STARTERS = {
 
 
 def tar_bytes(entries, cut):
-    """A ustar archive of (name, kind, content, mode) entries, in the given order. With `cut`, the
+    """A ustar archive of (name, kind, content (str or bytes), mode) entries, in the given order. With `cut`, the
     end-of-archive blocks are left off, as apk does for the control segment so that the segments
     read as one archive."""
     buf = io.BytesIO()
@@ -234,7 +234,7 @@ def tar_bytes(entries, cut):
             info.linkname = content
             tf.addfile(info)
         else:
-            data = content.encode()
+            data = content if isinstance(content, bytes) else content.encode()
             info.size = len(data)
             tf.addfile(info, io.BytesIO(data))
     end = tf.offset
@@ -242,9 +242,9 @@ def tar_bytes(entries, cut):
     return buf.getvalue()[:end] if cut else buf.getvalue()
 
 
-def gz(data):
+def gz(data, level=9):
     out = io.BytesIO()
-    with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=9) as f:
+    with gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=level) as f:
         f.write(data)
     return out.getvalue()
 

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 
+#include "tests/catalog/index_text.h"
 #include "tests/common/temp_dir.h"
 
 namespace imaged::catalog {
@@ -175,18 +176,7 @@ TEST_F(CatalogDir, JsonStartersLoadAndGiveTheSameDigestAsYaml) {
 
 TEST_F(CatalogDir, DigestIgnoresRecordOrderButSeesEveryChange) {
   const std::string before = load(dir.path())->digest();
-  // Same records, reversed order.
-  std::string reversed;
-  std::string all = kIndex;
-  std::vector<std::string> records;
-  for (size_t pos = 0; pos < all.size();) {
-    size_t end = all.find("\n\n", pos);
-    if (end == std::string::npos) end = all.size();
-    records.push_back(all.substr(pos, end - pos));
-    pos = end + 2;
-  }
-  for (auto it = records.rbegin(); it != records.rend(); ++it) reversed += *it + "\n\n";
-  writeFile(dir.sub("repositories/main/x86_64/APKINDEX"), reversed);
+  writeFile(dir.sub("repositories/main/x86_64/APKINDEX"), testing::reversedRecords(kIndex));
   EXPECT_EQ(load(dir.path())->digest(), before);
 
   writeFile(dir.sub("repositories/main/x86_64/APKINDEX"),

@@ -9,6 +9,7 @@
 #include <set>
 #include <thread>
 
+#include "tests/catalog/index_text.h"
 #include "tests/common/temp_dir.h"
 
 namespace imaged::catalog {
@@ -283,17 +284,7 @@ TEST(Resolver, SameInputsGiveTheSameResult) {
   ASSERT_TRUE(first.ok());
   for (int i = 0; i < 5; ++i) EXPECT_EQ(resolveLine(*c, req).packages, first.packages);
   // The order of the records in the index does not matter either.
-  std::string all = kPythonRepo;
-  std::vector<std::string> records;
-  for (size_t pos = 0; pos < all.size();) {
-    size_t end = all.find("\n\n", pos);
-    if (end == std::string::npos) end = all.size();
-    records.push_back(all.substr(pos, end - pos));
-    pos = end + 2;
-  }
-  std::string reversed;
-  for (auto it = records.rbegin(); it != records.rend(); ++it) reversed += *it + "\n\n";
-  auto c2 = catalogOf(reversed);
+  auto c2 = catalogOf(testing::reversedRecords(kPythonRepo));
   auto second = resolveLine(*c2, req);
   ASSERT_TRUE(second.ok());
   EXPECT_EQ(labels(*c2, second.packages), labels(*c, first.packages));
