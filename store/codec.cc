@@ -81,16 +81,26 @@ Hash chainHash(const Hash& prev, kj::ArrayPtr<const uint8_t> message, size_t has
   return out;
 }
 
-Result<size_t> locateHash(kj::ArrayPtr<const capnp::word> message) {
+Result<size_t> locateHash(kj::ArrayPtr<const capnp::word> message,
+                          const schema::Event::Reader& event) {
   try {
-    capnp::FlatArrayMessageReader reader(message);
-    auto hash = reader.getRoot<schema::Event>().getHash();
+    auto hash = event.getHash();
     const auto* base = reinterpret_cast<const uint8_t*>(message.begin());
     const auto* end = reinterpret_cast<const uint8_t*>(message.end());
     if (hash.size() != kHashSize || hash.begin() < base || hash.end() > end) {
       return Error{"E_STORE_CORRUPT", "the event's hash field is not 32 bytes inside the record"};
     }
     return static_cast<size_t>(hash.begin() - base);
+  } catch (const kj::Exception& e) {
+    return Error{"E_STORE_CORRUPT",
+                 std::string("the record does not decode: ") + e.getDescription().cStr()};
+  }
+}
+
+Result<size_t> locateHash(kj::ArrayPtr<const capnp::word> message) {
+  try {
+    capnp::FlatArrayMessageReader reader(message);
+    return locateHash(message, reader.getRoot<schema::Event>());
   } catch (const kj::Exception& e) {
     return Error{"E_STORE_CORRUPT",
                  std::string("the record does not decode: ") + e.getDescription().cStr()};

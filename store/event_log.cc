@@ -511,11 +511,12 @@ Result<VerifyReport> EventLog::verify() const {
                                 : "missing events " + std::to_string(expected) + ".." +
                                       std::to_string(e.sequence() - 1) + " (a gap)");
     }
-    auto offset = locateHash(e.words());
-    if (!offset.ok()) return fail(e.sequence(), offset.error().message);
+    Result<size_t> offset = Error{};
     try {
       capnp::FlatArrayMessageReader reader(e.words());
       auto ev = reader.getRoot<schema::Event>();
+      offset = locateHash(e.words(), ev);
+      if (!offset.ok()) return fail(e.sequence(), offset.error().message);
       if (ev.getSequence() != e.sequence()) {
         return fail(e.sequence(), "the record says sequence " + std::to_string(ev.getSequence()));
       }
