@@ -2,8 +2,11 @@
 // never writes to it.
 //
 //   imaged-audit verify DATA_DIR                         the hash chain and every record
-//   imaged-audit replay DATA_DIR [--until SEQ | --at TIME] [--json]
-//                                                        the state as it was then
+//   imaged-audit replay DATA_DIR [--until SEQ | --at TIME] [--json] [--no-snapshot]
+//                                                        the state as it was then (from the
+//                                                        newest snapshot that matches the log
+//                                                        and lies before that point, then the
+//                                                        events after it)
 //   imaged-audit export DATA_DIR [--from SEQ] [--to SEQ] [--json]
 //                                                        events as Cap'n Proto messages (what
 //                                                        `capnp decode schema/events.capnp Event`
@@ -24,6 +27,7 @@
 
 #include "common/time.h"
 #include "daemon/domain/projection.h"
+#include "daemon/domain/snapshot.h"
 #include "store/event_log.h"
 
 namespace {
@@ -102,7 +106,8 @@ int verify(const std::string& dataDir) {
   return 0;
 }
 
-int replay(const std::string& dataDir, uint64_t until, const std::string& at, bool json) {
+int replay(const std::string& dataDir, uint64_t until, const std::string& at, bool json,
+           bool useSnapshot) {
   std::optional<int64_t> atTime;
   if (!at.empty()) {
     atTime = imaged::parseTimeAsOf(at);
@@ -115,7 +120,14 @@ int replay(const std::string& dataDir, uint64_t until, const std::string& at, bo
   auto txn = log->read();
   if (!txn.ok()) return 3;
   Projection state;
-  auto s = (*txn)->forEach(1, [&](const imaged::store::EventRef& e) {
+  if (useSnapshot) {
+    auto loaded = imaged::domain::loadSnapshot(
+        (std::filesystem::path(dataDir) / "snapshots").string(), **txn, until ? until : UINT64_MAX,
+        atTime ? *atTime : INT64_MAX,
+        [](const std::string& why) { std::fprintf(stderr, "warning: %s\n", why.c_str()); });
+    if (loaded) state = std::move(loaded->projection);
+  }
+  auto s = (*txn)->forEach(state.lastSequence() + 1, [&](const imaged::store::EventRef& e) {
     if (until && e.sequence() > until) return false;
     capnp::FlatArrayMessageReader reader(e.words());
     auto event = reader.getRoot<imaged::schema::Event>();
@@ -208,7 +220,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::string dataDir, at, image;
   uint64_t until = 0, from = 1, to = 0;
-  bool json = false;
+  bool json = false, noSnapshot = false;
   auto* verifyCmd = app.add_subcommand("verify", "check the hash chain and every record");
   verifyCmd->add_option("DATA_DIR", dataDir)->required();
   auto* replayCmd = app.add_subcommand("replay", "the state as it was at a point of the log");
@@ -216,6 +228,7 @@ int main(int argc, char** argv) {
   replayCmd->add_option("--until", until, "replay up to this sequence number");
   replayCmd->add_option("--at", at, "replay up to this RFC 3339 time");
   replayCmd->add_flag("--json", json);
+  replayCmd->add_flag("--no-snapshot", noSnapshot, "replay every event from the first");
   auto* exportCmd = app.add_subcommand("export", "events as Cap'n Proto messages, or --json lines");
   exportCmd->add_option("DATA_DIR", dataDir)->required();
   exportCmd->add_option("--from", from);
@@ -230,7 +243,7 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 2;
   }
   if (*verifyCmd) return verify(dataDir);
-  if (*replayCmd) return replay(dataDir, until, at, json);
+  if (*replayCmd) return replay(dataDir, until, at, json, !noSnapshot);
   if (*exportCmd) return exportEvents(dataDir, from, to, json);
   if (*historyCmd) return history(dataDir, image);
   return 2;

@@ -186,6 +186,8 @@ int waitForBuild(const Globals& g, ic::Client& c, const std::string& name, doubl
 int main(int argc, char** argv) {
   CLI::App app{"imagectl: create and manage private container images built by imaged"};
   app.require_subcommand(1);
+  // Global flags may also follow the command: `imagectl show web --json`.
+  app.fallthrough();
   Globals g;
   app.add_option("--socket", g.socket,
                  "the daemon's socket (default: $IMAGED_SOCKET or the usual place)");

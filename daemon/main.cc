@@ -104,9 +104,11 @@ int main(int argc, char** argv) {
               socketPath = defaultSocket();
   std::string tenant = "local", configPath, logLevel = "info", logFormat = "text", socketGroup;
   size_t workers = 2;
+  uint64_t snapshotEvery = 100'000;
   app.add_option("--catalog", catalogDir,
                  "catalog directory (default: the shipped sample catalog)");
-  app.add_option("--data-dir", dataDir, "where the event log (log/) and images (blobs/) live")
+  app.add_option("--data-dir", dataDir,
+                 "where the event log (log/), images (blobs/) and snapshots (snapshots/) live")
       ->capture_default_str();
   app.add_option("--socket", socketPath, "Unix socket to serve (also IMAGED_SOCKET)")
       ->capture_default_str();
@@ -116,6 +118,10 @@ int main(int argc, char** argv) {
                  "YAML file mapping other uids to tenants (tenants: {UID: TENANT})");
   app.add_option("--socket-group", socketGroup, "let this group use the socket too (mode 0660)");
   app.add_option("--build-workers", workers, "threads that resolve lines and write their images")
+      ->capture_default_str();
+  app.add_option("--snapshot-every", snapshotEvery,
+                 "write a projection snapshot (DATA_DIR/snapshots) after this many events, and "
+                 "at shutdown; 0: never")
       ->capture_default_str();
   app.add_option("--log-level", logLevel, "trace|debug|info|warn|error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
@@ -151,8 +157,10 @@ int main(int argc, char** argv) {
   port.setLoop(&loop);
   kj::WaitScope waitScope(loop);
 
-  imaged::Service::Options serviceOptions{
-      catalogDir, (std::filesystem::path(dataDir) / "blobs").string(), workers};
+  imaged::Service::Options serviceOptions;
+  serviceOptions.catalogDir = catalogDir;
+  serviceOptions.blobDir = (std::filesystem::path(dataDir) / "blobs").string();
+  serviceOptions.buildWorkers = workers;
   if (const char* delay = std::getenv("IMAGED_TEST_LINE_DELAY_MS"); delay && *delay) {
     serviceOptions.lineDelay = std::chrono::milliseconds(std::atoi(delay));
     logger->warn("IMAGED_TEST_LINE_DELAY_MS: every line waits {} ms (a test hook)", delay);
@@ -162,6 +170,8 @@ int main(int argc, char** argv) {
     logger->warn("IMAGED_TEST_GC_GRACE_S: blobs older than {} s may be collected (a test hook)",
                  grace);
   }
+  serviceOptions.snapshotDir = (std::filesystem::path(dataDir) / "snapshots").string();
+  serviceOptions.snapshotEvery = snapshotEvery;
   imaged::Service service(io, **log, logger, serviceOptions);
   if (auto s = service.start(); !s.ok()) return fail("cannot start: " + s.error().message);
 
@@ -196,6 +206,9 @@ int main(int argc, char** argv) {
   // event log drains its queue (every acknowledged append is durable) as it closes.
   io.restart();
   io.poll();
+  if (auto s = service.snapshotNow(); !s.ok()) {
+    logger->warn("no snapshot at shutdown: {}", s.error().message);
+  }
   logger->info("imaged stopped");
   return 0;
 }

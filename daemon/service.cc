@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "daemon/domain/events.h"
+#include "daemon/domain/snapshot.h"
 
 namespace imaged {
 namespace {
@@ -57,10 +58,13 @@ Status Service::start() {
   logger_->info("catalog {} loaded from {}: {} starters, {} packages", catalog_->digest(),
                 options_.catalogDir, catalog_->starters().size(), catalog_->packageCount());
 
+  loadSnapshot();
   replaying_ = true;
   catchUp();
   replaying_ = false;
-  logger_->info("log replayed: {} events", projection_.lastSequence());
+  logger_->info("log replayed: {} events ({} after the snapshot)", projection_.lastSequence(),
+                projection_.lastSequence() - snapshotSequence_);
+  maybeSnapshot();
 
   log_.setCommitListener(
       [this, poster = poster_](uint64_t) { poster->post([this] { catchUp(); }); });
@@ -83,6 +87,68 @@ void Service::catchUp() {
     return true;
   });
   if (!s.ok()) logger_->error("applying the log: {}", s.error().message);
+  if (!replaying_) maybeSnapshot();
+}
+
+void Service::loadSnapshot() {
+  if (options_.snapshotDir.empty() || options_.snapshotEvery == 0) return;
+  auto txn = log_.read();
+  if (!txn.ok()) return;  // catchUp() reports it
+  auto loaded = domain::loadSnapshot(options_.snapshotDir, **txn, UINT64_MAX, INT64_MAX,
+                                     [&](const std::string& why) { logger_->warn("{}", why); });
+  if (!loaded) return;
+  projection_ = std::move(loaded->projection);
+  snapshotSequence_ = projection_.lastSequence();
+  logger_->info("snapshot at event {} loaded from {}", snapshotSequence_, loaded->path);
+}
+
+Result<kj::Array<capnp::word>> Service::encodeSnapshot() const {
+  auto txn = log_.read();
+  if (!txn.ok()) return txn.error();
+  auto hash = domain::eventHashAt(**txn, projection_.lastSequence());
+  if (!hash.ok()) return hash.error();
+  return domain::encodeSnapshot(projection_, *hash);
+}
+
+void Service::maybeSnapshot() {
+  if (options_.snapshotDir.empty() || options_.snapshotEvery == 0 || snapshotting_ || stopped_ ||
+      projection_.lastSequence() < snapshotSequence_ + options_.snapshotEvery) {
+    return;
+  }
+  auto encoded = encodeSnapshot();
+  if (!encoded.ok()) {
+    logger_->warn("no snapshot: {}", encoded.error().message);
+    return;
+  }
+  snapshotting_ = true;
+  const uint64_t sequence = projection_.lastSequence();
+  auto words = std::make_shared<kj::Array<capnp::word>>(std::move(encoded).value());
+  asio::post(workers_, [this, poster = poster_, sequence, words] {
+    Status s = domain::writeSnapshot(options_.snapshotDir, sequence, *words);
+    poster->post([this, sequence, s] {
+      snapshotting_ = false;
+      if (!s.ok()) {
+        logger_->warn("snapshot at event {} not written: {}", sequence, s.error().message);
+        return;
+      }
+      snapshotSequence_ = std::max(snapshotSequence_, sequence);
+      logger_->info("snapshot at event {} written", sequence);
+    });
+  });
+}
+
+Status Service::snapshotNow() {
+  if (options_.snapshotDir.empty() || options_.snapshotEvery == 0 ||
+      projection_.lastSequence() <= snapshotSequence_) {
+    return Ok{};
+  }
+  auto encoded = encodeSnapshot();
+  if (!encoded.ok()) return encoded.error();
+  const uint64_t sequence = projection_.lastSequence();
+  if (auto s = domain::writeSnapshot(options_.snapshotDir, sequence, *encoded); !s.ok()) return s;
+  snapshotSequence_ = sequence;
+  logger_->info("snapshot at event {} written", sequence);
+  return Ok{};
 }
 
 void Service::execute(Result<store::AppendRequest> plan, Done done) {

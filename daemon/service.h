@@ -40,6 +40,10 @@ class Service {
     std::chrono::milliseconds lineDelay{0};
     // Blobs younger than this are never collected (IMAGED_TEST_GC_GRACE_S in tests).
     std::chrono::seconds gcGrace{3600};
+    // Where projection snapshots go ("": none), and after how many applied events the next
+    // one is written in the background (0: never, not even at shutdown).
+    std::string snapshotDir;
+    uint64_t snapshotEvery = 100'000;
   };
 
   // `io`, `log` and `logger` must outlive the service.
@@ -95,6 +99,10 @@ class Service {
   // Reads committed events past the projection's position and applies them.
   void catchUp();
 
+  // Writes a snapshot of the projection now, on this thread (at shutdown). Does nothing when
+  // snapshots are off or no event was applied since the last one.
+  Status snapshotNow();
+
  private:
   struct RunningBuild {
     std::string streamId;
@@ -115,6 +123,10 @@ class Service {
                          std::vector<domain::events::Payload> payloads);
   void resumeBuilds();
   void recordCatalog(const std::string& why, bool waitForIt);
+  void loadSnapshot();
+  // Starts a background snapshot when `snapshotEvery` events were applied since the last.
+  void maybeSnapshot();
+  Result<kj::Array<capnp::word>> encodeSnapshot() const;
 
   asio::io_context& io_;
   store::EventLog& log_;
@@ -128,7 +140,9 @@ class Service {
   std::map<uint64_t, Observer> observers_;
   uint64_t nextObserver_ = 1;
   bool stopped_ = false;
-  bool replaying_ = false;  // applying the log at start: no builds are started from it
+  bool replaying_ = false;         // applying the log at start: no builds are started from it
+  uint64_t snapshotSequence_ = 0;  // of the newest snapshot loaded or written
+  bool snapshotting_ = false;      // a background snapshot is being written
 
   // How other threads (the store's answer thread, build workers) reach the loop thread. Closed
   // when the service goes, after which what they post is dropped instead of reaching a dead one.

@@ -16,6 +16,7 @@
 #include "daemon/catalog/starter.h"
 #include "daemon/catalog/tags.h"
 #include "schema/events.capnp.h"
+#include "schema/snapshot.capnp.h"
 
 namespace imaged::domain {
 
@@ -82,6 +83,13 @@ struct CatalogState {
 
 class Projection {
  public:
+  Projection() = default;
+  Projection(Projection&&) = default;
+  Projection& operator=(Projection&&) = default;
+  // Lines point into the projection's shared sets and texts: a copy would point into another.
+  Projection(const Projection&) = delete;
+  Projection& operator=(const Projection&) = delete;
+
   // Applies one event. Events must come in sequence order, each once; an event that does not
   // fit the state (a line result for a build that has ended, an event of an unknown kind) is
   // skipped, as a newer daemon's events are by an older projection.
@@ -104,6 +112,11 @@ class Projection {
   const ImageState* byIdempotencyKey(const std::string& key) const;
   // Every tenant that has (or had) an image, sorted.
   std::vector<std::string> tenants() const;
+
+  // The whole state into a snapshot message and back (daemon/domain/snapshot.h writes and
+  // checks the files). load() throws kj::Exception on a message that does not fit the schema.
+  void save(schema::ProjectionSnapshot::Builder out) const;
+  static Projection load(schema::ProjectionSnapshot::Reader in);
 
  private:
   void applyToImage(ImageState& image, const schema::Event::Reader& event);

@@ -1,0 +1,56 @@
+// Snapshots of the projection, so that start-up and replay apply only the events after the
+// newest snapshot instead of the whole log.
+//
+// A snapshot is a cache, never a source of truth. It records the sequence it was taken at and
+// the log's hash of that event; it is used only while the log still has that event with that
+// hash, and any snapshot that does not match (the log was replaced, restored or damaged), does
+// not decode, or fails its own checksum is ignored with a warning: the state is then replayed
+// from the log, which costs time and nothing else.
+//
+// Files: <dir>/projection-<sequence, 20 digits>.snap, each
+//   "imaged-snapshot\n" (16 bytes) ‖ SHA-256 of the message (32 bytes) ‖ a flat Cap'n Proto
+//   message whose root is schema/snapshot.capnp's ProjectionSnapshot.
+// Written to a temporary name, fsynced, then renamed, so a crash leaves whole files only.
+#pragma once
+
+#include <capnp/common.h>
+#include <kj/array.h>
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "common/result.h"
+#include "daemon/domain/projection.h"
+#include "store/event_log.h"
+
+namespace imaged::domain {
+
+// The projection as a snapshot message; `eventHash` is the log's hash of the last event it
+// applied. Cheap next to writing it: call on the thread that owns the projection, write the
+// words elsewhere.
+kj::Array<capnp::word> encodeSnapshot(const Projection& projection, const store::Hash& eventHash);
+
+// Writes an encoded snapshot taken at `sequence` into `dir` (created if needed), durably, and
+// removes older snapshots beyond the newest `keep`.
+Status writeSnapshot(const std::string& dir, uint64_t sequence,
+                     kj::ArrayPtr<const capnp::word> message, size_t keep = 2);
+
+// The hash the log holds for the event at `sequence`.
+Result<store::Hash> eventHashAt(const store::ReadTxn& txn, uint64_t sequence);
+
+struct LoadedSnapshot {
+  Projection projection;
+  std::string path;
+};
+
+// The newest snapshot in `dir` that matches the log seen by `txn` and lies within the limits:
+// taken at or before `maxSequence`, and with no event later than `maxTime`. Snapshots beyond the
+// limits are passed over silently; unusable ones are passed to `warn` with the reason, and the
+// next older one is tried. Reads only.
+std::optional<LoadedSnapshot> loadSnapshot(const std::string& dir, const store::ReadTxn& txn,
+                                           uint64_t maxSequence, int64_t maxTime,
+                                           const std::function<void(const std::string&)>& warn);
+
+}  // namespace imaged::domain
