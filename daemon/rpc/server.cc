@@ -495,18 +495,27 @@ class ImagedImpl final : public api::Imaged::Server {
       }
       auto time = parseTimeAsOf(at);
       if (!time) return Error{"E_INVALID_ARGUMENT", "'" + at + "' is not an RFC 3339 time"};
-      // The image as it was then, replayed from the log.
+      // The image as it was then, replayed from the log: only the streams of the images that
+      // ever had this name (image/<tenant>/<name>/1, /2, ...), one after the other, as each
+      // was created after the one before was deleted.
       domain::Projection past;
       auto txn = service_.log().read();
       if (!txn.ok()) return txn.error();
-      auto s = (*txn)->forEach(1, [&](const store::EventRef& e) {
-        capnp::FlatArrayMessageReader reader(e.words());
-        auto event = reader.getRoot<schema::Event>();
-        if (event.getTime() > *time) return false;
-        past.apply(event);
-        return true;
-      });
-      if (!s.ok()) return s.error();
+      for (int n = 1;; ++n) {
+        const std::string stream =
+            "image/" + caller_->tenant + "/" + name + "/" + std::to_string(n);
+        if ((*txn)->streamVersion(stream) == 0) break;
+        bool later = false;
+        auto s = (*txn)->forEachInStream(stream, 1, [&](const store::EventRef& e) {
+          capnp::FlatArrayMessageReader reader(e.words());
+          auto event = reader.getRoot<schema::Event>();
+          if (event.getTime() > *time) return !(later = true);
+          past.apply(event);
+          return true;
+        });
+        if (!s.ok()) return s.error();
+        if (later) break;
+      }
       const ImageState* image = past.find(caller_->tenant, name);
       if (!image)
         return Error{"E_NOT_FOUND", "no image named " + caller_->tenant + "/" + name + " at " + at};

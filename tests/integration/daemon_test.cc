@@ -11,8 +11,10 @@
 
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -697,6 +699,209 @@ TEST_F(DaemonTest, AuditVerifiesReplaysAndExportsTheLogWhileTheDaemonRuns) {
   ProcessResult damaged = runProcess({IMAGED_AUDIT_BIN, "verify", dir.sub("copy")});
   EXPECT_EQ(damaged.code, 1) << damaged.out << damaged.err;
   EXPECT_NE(damaged.out.find("damaged at sequence 2"), std::string::npos) << damaged.out;
+}
+
+// Every answer `imagectl show` gave while a scripted history ran (in-progress builds included,
+// polled as they went) is what imaged-audit replays for the same point of the log, at every
+// sequence where that image was in that state; and replay from the snapshot the daemon wrote at
+// shutdown equals replay from the first event.
+TEST_F(DaemonTest, ReplayAtEverySequenceEqualsWhatTheDaemonAnsweredThen) {
+  const std::map<std::string, std::string> slow = {{"IMAGED_TEST_LINE_DELAY_MS", "120"}};
+  start(kSample, {}, slow);
+  // What the daemon answered, by image stream and stream version.
+  std::map<std::pair<std::string, uint64_t>, json> answers;
+  std::map<std::string, int> incarnation;  // name -> n of image/local/<name>/<n> being polled
+  std::mutex mu;
+  std::atomic<bool> done{false};
+  std::thread poller([&] {
+    while (!done) {
+      std::lock_guard lk(mu);
+      for (const auto& [name, n] : incarnation) {
+        ProcessResult r = ctl({"--json", "show", name});
+        if (r.code != 0) continue;
+        json j = json::parse(r.out);
+        const std::string stream = "image/local/" + name + "/" + std::to_string(n);
+        answers[{stream, j["version"].get<uint64_t>()}] = j;
+      }
+    }
+  });
+  auto poll = [&](const std::string& name, int n) {
+    std::lock_guard lk(mu);
+    if (n == 0)
+      incarnation.erase(name);
+    else
+      incarnation[name] = n;
+  };
+  auto run = [&](std::vector<std::string> args) {
+    ProcessResult r = ctl(args);
+    EXPECT_EQ(r.code, 0) << r.err;
+  };
+  poll("web", 1);
+  poll("api", 1);
+  run({"create", "web", "--starter", "python", "--add", "py3-flask", "--wait"});
+  run({"create", "api", "--starter", "node", "--wait"});
+  run({"edit", "web", "--env", "MODE=prod", "--wait"});
+  run({"rebuild", "api", "--wait"});
+  run({"edit", "web", "--remove", "py3-flask"});  // superseded by the next edit
+  run({"edit", "web", "--add", "py3-requests", "--wait"});
+  poll("api", 0);
+  run({"delete", "api"});
+  run({"create", "api", "--starter", "nginx", "--wait"});
+  poll("api", 2);
+  daemon->signal(SIGTERM);  // a snapshot at shutdown
+  ASSERT_EQ(daemon->wait(), 0);
+  restart(kSample, slow);
+  poll("db", 1);
+  run({"create", "db", "--starter", "python", "--wait"});
+  done = true;
+  poller.join();
+  ASSERT_TRUE(fs::exists(dir.sub("data/snapshots")));
+
+  // Where each (stream, version) lies in the log, and when each stream was created.
+  ProcessResult exported = runProcess({IMAGED_AUDIT_BIN, "export", dir.sub("data"), "--json"});
+  ASSERT_EQ(exported.code, 0) << exported.err;
+  std::map<std::pair<std::string, uint64_t>, uint64_t> sequenceOf;
+  std::map<std::string, uint64_t> createdAtSequence;
+  std::istringstream lines(exported.out);
+  uint64_t last = 0;
+  for (std::string line; std::getline(lines, line);) {
+    json e = json::parse(line);
+    const uint64_t seq = std::stoull(e["sequence"].get<std::string>());
+    const uint64_t version = std::stoull(e["streamVersion"].get<std::string>());
+    sequenceOf[{e["streamId"], version}] = seq;
+    if (version == 1) createdAtSequence[e["streamId"]] = seq;
+    last = seq;
+  }
+  // The stream of the live image `name` after event `seq`.
+  auto streamAt = [&](const std::string& name, uint64_t seq) {
+    std::string best;
+    for (const auto& [stream, created] : createdAtSequence) {
+      if (stream.rfind("image/local/" + name + "/", 0) == 0 && created <= seq &&
+          (best.empty() || created > createdAtSequence[best])) {
+        best = stream;
+      }
+    }
+    return best;
+  };
+
+  size_t compared = 0;
+  std::set<std::pair<std::string, uint64_t>> matched;
+  for (uint64_t seq = 1; seq <= last; ++seq) {
+    const std::string until = std::to_string(seq);
+    ProcessResult replay =
+        runProcess({IMAGED_AUDIT_BIN, "replay", dir.sub("data"), "--until", until, "--json"});
+    ASSERT_EQ(replay.code, 0) << replay.err;
+    ProcessResult full = runProcess(
+        {IMAGED_AUDIT_BIN, "replay", dir.sub("data"), "--until", until, "--json", "--no-snapshot"});
+    EXPECT_EQ(replay.out, full.out) << "snapshot and full replay differ at " << seq;
+    for (const json& image : json::parse(replay.out)) {
+      const std::string stream = streamAt(image["name"], seq);
+      auto answered = answers.find({stream, image["version"].get<uint64_t>()});
+      if (answered == answers.end()) continue;
+      for (const char* key : {"name", "fullName", "description", "starter", "status", "createdAt",
+                              "packages", "env", "version", "lines", "tags", "error"}) {
+        EXPECT_EQ(image[key], answered->second[key])
+            << key << " of " << stream << " at sequence " << seq;
+      }
+      matched.insert(answered->first);
+      ++compared;
+    }
+  }
+  // Every answer had its point in the log, and the polling saw builds in progress too.
+  EXPECT_EQ(matched.size(), answers.size());
+  for (const auto& [key, answer] : answers) {
+    EXPECT_TRUE(sequenceOf.count(key)) << key.first << " v" << key.second;
+  }
+  const bool sawInProgress = std::any_of(answers.begin(), answers.end(), [](const auto& a) {
+    return a.second["status"] == "in-progress" && !a.second["lines"].empty();
+  });
+  EXPECT_TRUE(sawInProgress);
+  EXPECT_GT(compared, answers.size());
+  EXPECT_GE(answers.size(), 12u);
+
+  // The daemon's own answers from the log: as of a moment after the last event, each image is
+  // as it is now (api through its second stream, the first having been deleted).
+  char soon[32];
+  const std::time_t later = std::time(nullptr) + 2;
+  std::strftime(soon, sizeof soon, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&later));
+  for (const char* name : {"web", "api", "db"}) {
+    EXPECT_EQ(ctlJson({"show", name, "--at", soon}), ctlJson({"show", name})) << name;
+  }
+}
+
+TEST_F(DaemonTest, AuditReadsALiveStoreWhileTheDaemonWrites) {
+  start();
+  std::atomic<bool> done{false};
+  std::thread writer([&] {
+    for (int i = 0; i < 12; ++i) {
+      EXPECT_EQ(ctl({"create", "img" + std::to_string(i), "--starter", "python", "--wait"}).code,
+                0);
+    }
+    done = true;
+  });
+  uint64_t previous = 0;
+  int rounds = 0;
+  while (!done || rounds < 3) {
+    ProcessResult verify = runProcess({IMAGED_AUDIT_BIN, "verify", dir.sub("data")});
+    ASSERT_EQ(verify.code, 0) << verify.out << verify.err;
+    std::smatch m;
+    ASSERT_TRUE(std::regex_search(verify.out, m, std::regex("intact: (\\d+) events")))
+        << verify.out;
+    const uint64_t events = std::stoull(m[1]);
+    EXPECT_GE(events, previous) << "a later read sees at least as much";
+    previous = events;
+    ProcessResult replay = runProcess({IMAGED_AUDIT_BIN, "replay", dir.sub("data"), "--json"});
+    ASSERT_EQ(replay.code, 0) << replay.err;
+    EXPECT_TRUE(json::parse(replay.out).is_array());
+    ++rounds;
+  }
+  writer.join();
+  EXPECT_GT(rounds, 3);
+  EXPECT_GT(previous, 12u);
+  EXPECT_EQ(ctlJson({"list"}).size(), 12u);
+}
+
+TEST_F(DaemonTest, SnapshotsShortenStartAndOneThatDoesNotMatchTheLogIsIgnored) {
+  // Written in the background every 5 events: there even after a SIGKILL.
+  start(kSample, {"--snapshot-every", "5"});
+  ASSERT_EQ(ctl({"create", "web", "--starter", "python", "--add", "py3-flask", "--wait"}).code, 0);
+  const json before = ctlJson({"show", "web"});
+  ASSERT_TRUE(eventually([&] {
+    return fs::exists(dir.sub("data/snapshots")) && !fs::is_empty(dir.sub("data/snapshots"));
+  }));
+  daemon->signal(SIGKILL);
+  daemon->wait();
+  restart();
+  EXPECT_NE(daemon->log().find("snapshot at event "), std::string::npos) << daemon->log();
+  EXPECT_NE(daemon->log().find(" loaded from "), std::string::npos) << daemon->log();
+  EXPECT_EQ(ctlJson({"show", "web"}), before);
+
+  // Another data directory's snapshot at the same sequence, put in place of this one's.
+  daemon->signal(SIGTERM);
+  ASSERT_EQ(daemon->wait(), 0);
+  Daemon other({kSample, dir.sub("other"), dir.sub("other.sock"), {}, {}});
+  ASSERT_TRUE(other.start()) << other.log();
+  ASSERT_EQ(runProcess({IMAGECTL_BIN, "--socket", dir.sub("other.sock"), "create", "web",
+                        "--starter", "python", "--add", "py3-requests", "--wait"})
+                .code,
+            0);
+  other.signal(SIGTERM);
+  ASSERT_EQ(other.wait(), 0);
+  std::vector<fs::path> ours, theirs;
+  for (const auto& e : fs::directory_iterator(dir.sub("data/snapshots"))) ours.push_back(e.path());
+  for (const auto& e : fs::directory_iterator(dir.sub("other/snapshots")))
+    theirs.push_back(e.path());
+  std::sort(ours.begin(), ours.end());
+  std::sort(theirs.begin(), theirs.end());
+  ASSERT_FALSE(theirs.empty());
+  ASSERT_EQ(ours.back().filename(), theirs.back().filename()) << "same sequence";
+  fs::copy_file(theirs.back(), ours.back(), fs::copy_options::overwrite_existing);
+  ProcessResult replay = runProcess({IMAGED_AUDIT_BIN, "replay", dir.sub("data"), "--json"});
+  EXPECT_NE(replay.err.find("does not match the log"), std::string::npos) << replay.err;
+  EXPECT_EQ(json::parse(replay.out)[0]["packages"], json::array({"py3-flask"}));
+  restart();
+  EXPECT_NE(daemon->log().find("does not match the log"), std::string::npos) << daemon->log();
+  EXPECT_EQ(ctlJson({"show", "web"}), before) << "the state comes from the log";
 }
 
 TEST_F(DaemonTest, ACorruptPackageFileFailsOnlyTheLinesThatUseIt) {
