@@ -3,23 +3,113 @@
 #include <kj/debug.h>
 
 #include <cstring>
+#include <string>
 #include <vector>
 
 namespace imaged::rpc {
 
+namespace {
+
+// Bytes asked of the socket at a time: a whole request usually arrives in one receive, and
+// Cap'n Proto's small reads (the segment table, then the segments) are then served from memory.
+constexpr size_t kChunk = 64 * 1024;
+
+}  // namespace
+
 struct AsioStream::State {
-  explicit State(asio::local::stream_protocol::socket s) : socket(std::move(s)) {}
+  explicit State(asio::local::stream_protocol::socket s) : socket(std::move(s)) {
+    boost::system::error_code ignored;
+    socket.non_blocking(true, ignored);  // synchronous attempts return would_block, never wait
+  }
   asio::local::stream_protocol::socket socket;
   bool disconnected = false;
   kj::Own<kj::PromiseFulfiller<void>> disconnectFulfiller;
   kj::Maybe<kj::ForkedPromise<void>> disconnect;
+
+  // Received and not yet handed to KJ: in[start, end).
+  std::vector<char> in = std::vector<char>(kChunk);
+  size_t start = 0, end = 0;
+  bool eof = false;
 
   void markDisconnected() {
     if (disconnected) return;
     disconnected = true;
     if (disconnectFulfiller.get() != nullptr) disconnectFulfiller->fulfill();
   }
+
+  size_t take(char* dst, size_t max) {
+    const size_t n = std::min(max, end - start);
+    std::memcpy(dst, in.data() + start, n);
+    start += n;
+    if (start == end) start = end = 0;
+    return n;
+  }
+
+  // Receives what the socket has now into `dst`, without waiting: bytes read, 0 when nothing
+  // is there yet or at the end of the stream (then `eof`). Throws on a broken connection.
+  size_t receive(char* dst, size_t max) {
+    boost::system::error_code ec;
+    const size_t n = socket.read_some(asio::buffer(dst, max), ec);
+    if (!ec) return n;
+    if (ec == asio::error::would_block || ec == asio::error::try_again) return 0;
+    if (ec == asio::error::eof || ec == asio::error::connection_reset) {
+      eof = true;
+      markDisconnected();
+      return 0;
+    }
+    markDisconnected();
+    kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "read failed", ec.message()));
+  }
+
+  // Moves at least `min` bytes into dst (up to `max`) if they can be had without waiting;
+  // returns how many it moved.
+  size_t readNow(char* dst, size_t min, size_t max) {
+    size_t got = take(dst, max);
+    while (got < min && !eof) {
+      size_t n;
+      if (max - got >= kChunk) {
+        n = receive(dst + got, max - got);  // large reads skip the buffer
+        got += n;
+      } else {
+        n = receive(in.data(), in.size());
+        end = n;
+        got += take(dst + got, max - got);
+      }
+      if (n == 0) break;
+    }
+    return got;
+  }
+
+  kj::Promise<void> readable(const std::shared_ptr<State>& self) {
+    auto paf = kj::newPromiseAndFulfiller<void>();
+    socket.async_wait(
+        asio::socket_base::wait_read,
+        [self, fulfiller = kj::mv(paf.fulfiller)](const boost::system::error_code& ec) mutable {
+          if (ec) self->markDisconnected();
+          fulfiller->fulfill();  // the read that follows finds out what happened
+        });
+    return kj::mv(paf.promise);
+  }
 };
+
+namespace {
+
+// The rest of a read that had `got` of at least `min` bytes when the socket ran dry. Runs only
+// while KJ still wants the read, so `dst` is alive whenever it is written to.
+kj::Promise<size_t> readMore(std::shared_ptr<AsioStream::State> state, char* dst, size_t got,
+                             size_t min, size_t max) {
+  return state->readable(state).then([state, dst, got, min, max]() mutable -> kj::Promise<size_t> {
+    if (state->disconnected && !state->eof) {
+      // Closed under us (shutdown, or the stream was destroyed): as end of stream.
+      return got + state->take(dst + got, max - got);
+    }
+    got += state->readNow(dst + got, min - got, max - got);
+    if (got >= min || state->eof) return got;
+    return readMore(kj::mv(state), dst, got, min, max);
+  });
+}
+
+}  // namespace
 
 AsioStream::AsioStream(asio::local::stream_protocol::socket socket)
     : state_(std::make_shared<State>(std::move(socket))) {
@@ -37,32 +127,17 @@ AsioStream::~AsioStream() noexcept(false) {
 }
 
 kj::Promise<size_t> AsioStream::tryRead(void* buffer, size_t minBytes, size_t maxBytes) {
-  auto paf = kj::newPromiseAndFulfiller<size_t>();
-  auto wanted = std::make_shared<bool>(true);
-  auto owned = std::make_shared<std::vector<char>>(maxBytes);
-  asio::async_read(
-      state_->socket, asio::buffer(*owned), asio::transfer_at_least(minBytes),
-      [state = state_, wanted, owned, buffer, fulfiller = kj::mv(paf.fulfiller)](
-          const boost::system::error_code& ec, size_t n) mutable {
-        if (!*wanted) return;  // the read was cancelled: `buffer` may be gone
-        if (ec && ec != asio::error::eof) {
-          state->markDisconnected();
-          if (ec == asio::error::connection_reset || ec == asio::error::operation_aborted) {
-            fulfiller->fulfill(0);  // as end of stream
-          } else {
-            fulfiller->reject(KJ_EXCEPTION(DISCONNECTED, "read failed", ec.message()));
-          }
-          return;
-        }
-        std::memcpy(buffer, owned->data(), n);
-        fulfiller->fulfill(kj::mv(n));
-      });
-  return paf.promise.attach(kj::defer([wanted] { *wanted = false; }));
+  auto* dst = static_cast<char*>(buffer);
+  return kj::evalNow([&]() -> kj::Promise<size_t> {  // a broken connection: a rejected read
+    const size_t got = state_->readNow(dst, minBytes, maxBytes);
+    if (got >= minBytes || state_->eof) return got;
+    return readMore(state_, dst, got, minBytes, maxBytes);
+  });
 }
 
-kj::Promise<void> AsioStream::writeOwned(std::shared_ptr<std::string> bytes) {
+kj::Promise<void> AsioStream::writeOwned(std::shared_ptr<std::string> bytes, size_t from) {
   auto paf = kj::newPromiseAndFulfiller<void>();
-  asio::async_write(state_->socket, asio::buffer(*bytes),
+  asio::async_write(state_->socket, asio::buffer(bytes->data() + from, bytes->size() - from),
                     [state = state_, bytes, fulfiller = kj::mv(paf.fulfiller)](
                         const boost::system::error_code& ec, size_t) mutable {
                       if (ec) {
@@ -75,17 +150,37 @@ kj::Promise<void> AsioStream::writeOwned(std::shared_ptr<std::string> bytes) {
   return kj::mv(paf.promise);
 }
 
+kj::Promise<void> AsioStream::writeNow(const char* data, size_t size) {
+  // Most answers fit in the socket's buffer: send now, and hand Asio (a copy of) only the rest.
+  size_t sent = 0;
+  while (sent < size) {
+    boost::system::error_code ec;
+    const size_t n = state_->socket.write_some(asio::buffer(data + sent, size - sent), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) break;
+    if (ec) {
+      state_->markDisconnected();
+      return KJ_EXCEPTION(DISCONNECTED, "write failed", ec.message());
+    }
+    sent += n;
+  }
+  if (sent == size) return kj::READY_NOW;
+  return writeOwned(std::make_shared<std::string>(data + sent, size - sent), 0);
+}
+
 kj::Promise<void> AsioStream::write(const void* buffer, size_t size) {
-  return writeOwned(std::make_shared<std::string>(static_cast<const char*>(buffer), size));
+  return writeNow(static_cast<const char*>(buffer), size);
 }
 
 kj::Promise<void> AsioStream::write(kj::ArrayPtr<const kj::ArrayPtr<const kj::byte>> pieces) {
-  auto bytes = std::make_shared<std::string>();
+  if (pieces.size() == 1) {
+    return writeNow(reinterpret_cast<const char*>(pieces[0].begin()), pieces[0].size());
+  }
+  std::string bytes;
   size_t total = 0;
   for (auto& p : pieces) total += p.size();
-  bytes->reserve(total);
-  for (auto& p : pieces) bytes->append(reinterpret_cast<const char*>(p.begin()), p.size());
-  return writeOwned(kj::mv(bytes));
+  bytes.reserve(total);
+  for (auto& p : pieces) bytes.append(reinterpret_cast<const char*>(p.begin()), p.size());
+  return writeNow(bytes.data(), bytes.size());
 }
 
 kj::Promise<void> AsioStream::whenWriteDisconnected() {

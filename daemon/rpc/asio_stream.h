@@ -1,10 +1,12 @@
 // A kj::AsyncIoStream over an Asio Unix-domain socket, for capnp::TwoPartyVatNetwork. Lives on
 // the loop thread (see event_port.h).
 //
-// KJ may cancel a read or write by dropping its promise; Asio cannot take back a buffer it was
-// given. So reads land in a buffer of our own and are copied out only if still wanted, and
-// writes are copied before they are handed to Asio. Messages here are small; the copies are
-// cheap next to a system call.
+// Reads and writes are tried at once, without waiting (the socket is non-blocking): a request
+// usually arrives whole in one receive of up to 64 KiB, from which Cap'n Proto's small reads are
+// then served, and an answer usually fits in the socket's buffer. Only when the socket is not
+// ready does Asio get involved: a read waits for readability and reads in a KJ continuation,
+// which KJ runs only while it still wants the read (so a cancelled read never writes into a
+// buffer that is gone), and the unsent rest of a write is copied before Asio gets it.
 #pragma once
 
 #include <memory>
@@ -27,9 +29,12 @@ class AsioStream final : public kj::AsyncIoStream {
   void shutdownWrite() override;
   void abortRead() override;
 
+ public:
+  struct State;  // shared with Asio's handlers, which may outlive the stream
+
  private:
-  struct State;
-  kj::Promise<void> writeOwned(std::shared_ptr<std::string> bytes);
+  kj::Promise<void> writeNow(const char* data, size_t size);
+  kj::Promise<void> writeOwned(std::shared_ptr<std::string> bytes, size_t from);
   std::shared_ptr<State> state_;
 };
 
