@@ -1,6 +1,7 @@
 #include "daemon/service.h"
 
 #include <capnp/serialize.h>
+#include <malloc.h>
 
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -64,7 +65,8 @@ Status Service::start() {
   replaying_ = false;
   logger_->info("log replayed: {} events ({} after the snapshot)", projection_.lastSequence(),
                 projection_.lastSequence() - snapshotSequence_);
-  maybeSnapshot();
+  // A snapshot due now is taken once the daemon serves, not before.
+  poster_->post([this] { maybeSnapshot(); });
 
   log_.setCommitListener(
       [this, poster = poster_](uint64_t) { poster->post([this] { catchUp(); }); });
@@ -102,37 +104,32 @@ void Service::loadSnapshot() {
   logger_->info("snapshot at event {} loaded from {}", snapshotSequence_, loaded->path);
 }
 
-Result<kj::Array<capnp::word>> Service::encodeSnapshot() const {
-  auto txn = log_.read();
-  if (!txn.ok()) return txn.error();
-  auto hash = domain::eventHashAt(**txn, projection_.lastSequence());
-  if (!hash.ok()) return hash.error();
-  return domain::encodeSnapshot(projection_, *hash);
-}
-
 void Service::maybeSnapshot() {
   if (options_.snapshotDir.empty() || options_.snapshotEvery == 0 || snapshotting_ || stopped_ ||
       projection_.lastSequence() < snapshotSequence_ + options_.snapshotEvery) {
     return;
   }
-  auto encoded = encodeSnapshot();
-  if (!encoded.ok()) {
-    logger_->warn("no snapshot: {}", encoded.error().message);
-    return;
-  }
+  // Computed on a worker from the files (the last snapshot and the log), never from the live
+  // projection: encoding a large one would hold up the loop.
   snapshotting_ = true;
   const uint64_t sequence = projection_.lastSequence();
-  auto words = std::make_shared<kj::Array<capnp::word>>(std::move(encoded).value());
-  asio::post(workers_, [this, poster = poster_, sequence, words] {
-    Status s = domain::writeSnapshot(options_.snapshotDir, sequence, *words);
-    poster->post([this, sequence, s] {
+  asio::post(workers_, [this, poster = poster_, sequence] {
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<std::string> warnings;
+    auto r = domain::takeSnapshot(options_.snapshotDir, log_, sequence,
+                                  [&](const std::string& w) { warnings.push_back(w); });
+    ::malloc_trim(0);  // give back the second projection's memory now, not some day
+    const double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    poster->post([this, sequence, r = std::move(r), warnings = std::move(warnings), ms] {
       snapshotting_ = false;
-      if (!s.ok()) {
-        logger_->warn("snapshot at event {} not written: {}", sequence, s.error().message);
+      for (const auto& w : warnings) logger_->warn("{}", w);
+      if (!r.ok()) {
+        logger_->warn("snapshot at event {} not written: {}", sequence, r.error().message);
         return;
       }
       snapshotSequence_ = std::max(snapshotSequence_, sequence);
-      logger_->info("snapshot at event {} written", sequence);
+      logger_->info("snapshot at event {} written in {:.0f} ms", sequence, ms);
     });
   });
 }
@@ -142,12 +139,14 @@ Status Service::snapshotNow() {
       projection_.lastSequence() <= snapshotSequence_) {
     return Ok{};
   }
-  auto encoded = encodeSnapshot();
-  if (!encoded.ok()) return encoded.error();
-  const uint64_t sequence = projection_.lastSequence();
-  if (auto s = domain::writeSnapshot(options_.snapshotDir, sequence, *encoded); !s.ok()) return s;
-  snapshotSequence_ = sequence;
-  logger_->info("snapshot at event {} written", sequence);
+  auto txn = log_.read();
+  if (!txn.ok()) return txn.error();
+  auto hash = domain::eventHashAt(**txn, projection_.lastSequence());
+  if (!hash.ok()) return hash.error();
+  txn = Error{};  // end the read before the write
+  if (auto s = domain::writeSnapshot(options_.snapshotDir, projection_, *hash); !s.ok()) return s;
+  snapshotSequence_ = projection_.lastSequence();
+  logger_->info("snapshot at event {} written", snapshotSequence_);
   return Ok{};
 }
 

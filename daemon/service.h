@@ -126,7 +126,6 @@ class Service {
   void loadSnapshot();
   // Starts a background snapshot when `snapshotEvery` events were applied since the last.
   void maybeSnapshot();
-  Result<kj::Array<capnp::word>> encodeSnapshot() const;
 
   asio::io_context& io_;
   store::EventLog& log_;

@@ -315,20 +315,50 @@ kj::Array<capnp::word> encodeSnapshot(const Projection& projection, const store:
   return capnp::messageToFlatArray(builder);
 }
 
-Status writeSnapshot(const std::string& dir, uint64_t sequence,
-                     kj::ArrayPtr<const capnp::word> message, size_t keep) {
+Status writeSnapshot(const std::string& dir, const Projection& projection,
+                     const store::Hash& eventHash, size_t keep) {
+  capnp::MallocMessageBuilder builder;
+  auto root = builder.initRoot<schema::ProjectionSnapshot>();
+  projection.save(root);
+  root.setEventHash(kj::arrayPtr(eventHash.data(), eventHash.size()));
+  // The flat form is the segment table, then the segments: written straight from the builder
+  // (no flat copy of a possibly large message) and hashed on the way.
+  auto segments = builder.getSegmentsForOutput();
+  std::vector<uint32_t> table((segments.size() + 2) & ~size_t{1}, 0);
+  table[0] = static_cast<uint32_t>(segments.size() - 1);
+  for (size_t i = 0; i < segments.size(); ++i) {
+    table[i + 1] = static_cast<uint32_t>(segments[i].size());
+  }
+
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) return Error{"E_STORAGE", "creating " + dir + ": " + ec.message()};
-  const std::string path = (fs::path(dir) / fileName(sequence)).string();
+  const std::string path = (fs::path(dir) / fileName(projection.lastSequence())).string();
   const std::string temp = path + ".tmp";
   const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return Error{"E_STORAGE", "creating " + temp + ": " + std::strerror(errno)};
-  const auto bytes = message.asBytes();
-  const store::Hash sum = sha256(bytes);
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+  const uint8_t zeros[store::kHashSize] = {};
   Status s = writeAll(fd, kMagic, kMagicSize, temp);
-  if (s.ok()) s = writeAll(fd, sum.data(), sum.size(), temp);
-  if (s.ok()) s = writeAll(fd, bytes.begin(), bytes.size(), temp);
+  if (s.ok()) s = writeAll(fd, zeros, sizeof zeros, temp);  // the checksum, once known
+  if (s.ok()) {
+    EVP_DigestUpdate(ctx, table.data(), table.size() * sizeof(uint32_t));
+    s = writeAll(fd, table.data(), table.size() * sizeof(uint32_t), temp);
+  }
+  for (size_t i = 0; s.ok() && i < segments.size(); ++i) {
+    const auto bytes = segments[i].asBytes();
+    EVP_DigestUpdate(ctx, bytes.begin(), bytes.size());
+    s = writeAll(fd, bytes.begin(), bytes.size(), temp);
+  }
+  store::Hash sum{};
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(ctx, sum.data(), &len);
+  EVP_MD_CTX_free(ctx);
+  if (s.ok() &&
+      ::pwrite(fd, sum.data(), sum.size(), kMagicSize) != static_cast<ssize_t>(sum.size())) {
+    s = Error{"E_STORAGE", "writing " + temp + ": " + std::strerror(errno)};
+  }
   if (s.ok() && ::fsync(fd) != 0) {
     s = Error{"E_STORAGE", "syncing " + temp + ": " + std::strerror(errno)};
   }
@@ -437,6 +467,34 @@ std::optional<LoadedSnapshot> loadSnapshot(const std::string& dir, const store::
     return LoadedSnapshot{std::move(loaded).value(), path.string()};
   }
   return std::nullopt;
+}
+
+Result<uint64_t> takeSnapshot(const std::string& dir, const store::EventLog& log, uint64_t sequence,
+                              const std::function<void(const std::string&)>& warn) {
+  Projection state;
+  store::Hash hash{};
+  {
+    auto txn = log.read();
+    if (!txn.ok()) return txn.error();
+    if (auto loaded = loadSnapshot(dir, **txn, sequence, INT64_MAX, warn)) {
+      state = std::move(loaded->projection);
+    }
+    auto s = (*txn)->forEach(state.lastSequence() + 1, [&](const store::EventRef& e) {
+      if (e.sequence() > sequence) return false;
+      capnp::FlatArrayMessageReader reader(e.words());
+      state.apply(reader.getRoot<schema::Event>());
+      return true;
+    });
+    if (!s.ok()) return s.error();
+    if (state.lastSequence() != sequence) {
+      return Error{"E_NOT_FOUND", "the log has no event " + std::to_string(sequence)};
+    }
+    auto h = eventHashAt(**txn, sequence);
+    if (!h.ok()) return h.error();
+    hash = *h;
+  }  // the read transaction ends before the (slow) write
+  if (auto s = writeSnapshot(dir, state, hash); !s.ok()) return s.error();
+  return sequence;
 }
 
 }  // namespace imaged::domain

@@ -28,14 +28,21 @@
 namespace imaged::domain {
 
 // The projection as a snapshot message; `eventHash` is the log's hash of the last event it
-// applied. Cheap next to writing it: call on the thread that owns the projection, write the
-// words elsewhere.
+// applied.
 kj::Array<capnp::word> encodeSnapshot(const Projection& projection, const store::Hash& eventHash);
 
-// Writes an encoded snapshot taken at `sequence` into `dir` (created if needed), durably, and
-// removes older snapshots beyond the newest `keep`.
-Status writeSnapshot(const std::string& dir, uint64_t sequence,
-                     kj::ArrayPtr<const capnp::word> message, size_t keep = 2);
+// Writes a snapshot of `projection` (whose last applied event has `eventHash` in the log) into
+// `dir` (created if needed), durably, and removes older snapshots beyond the newest `keep`.
+// Encoding a large projection takes a while (about 0.6 s for 100,000 images): the daemon does
+// it on the loop thread only at shutdown, and otherwise through takeSnapshot() on a worker.
+Status writeSnapshot(const std::string& dir, const Projection& projection,
+                     const store::Hash& eventHash, size_t keep = 2);
+
+// A snapshot at `sequence` computed from the files alone, on the calling thread: the newest
+// usable snapshot in `dir` before it, then the log's events up to it, as audit replay does; so
+// the thread that owns the live projection never waits for it. Returns the sequence written.
+Result<uint64_t> takeSnapshot(const std::string& dir, const store::EventLog& log, uint64_t sequence,
+                              const std::function<void(const std::string&)>& warn);
 
 // The hash the log holds for the event at `sequence`.
 Result<store::Hash> eventHashAt(const store::ReadTxn& txn, uint64_t sequence);

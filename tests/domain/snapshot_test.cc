@@ -72,7 +72,7 @@ TEST(Snapshot, AWrittenSnapshotIsLoadedBackWithItsPath) {
   TempDir dir;
   History h(dir.sub("log"));
   const uint64_t at = h.last() - 3;
-  ASSERT_TRUE(writeSnapshot(dir.sub("snap"), at, encodeSnapshot(h.replay(at), hashAt(h, at))).ok());
+  ASSERT_TRUE(writeSnapshot(dir.sub("snap"), h.replay(at), hashAt(h, at)).ok());
   std::vector<std::string> warnings;
   auto loaded = load(h, dir.sub("snap"), warnings);
   ASSERT_TRUE(loaded.has_value());
@@ -88,8 +88,7 @@ TEST(Snapshot, ASnapshotOfAnotherLogIsIgnoredWithAWarning) {
   History mine(dir.sub("mine")), other(dir.sub("other"), /*variant=*/1);
   ASSERT_EQ(mine.last(), other.last());
   const uint64_t at = other.last();
-  ASSERT_TRUE(
-      writeSnapshot(dir.sub("snap"), at, encodeSnapshot(other.replay(at), hashAt(other, at))).ok());
+  ASSERT_TRUE(writeSnapshot(dir.sub("snap"), other.replay(at), hashAt(other, at)).ok());
   std::vector<std::string> warnings;
   EXPECT_FALSE(load(mine, dir.sub("snap"), warnings).has_value());
   ASSERT_EQ(warnings.size(), 1u);
@@ -103,8 +102,7 @@ TEST(Snapshot, ADamagedSnapshotIsIgnoredAndTheNextOlderOneUsed) {
   History h(dir.sub("log"));
   const uint64_t older = 5, newer = 9;
   for (uint64_t at : {older, newer}) {
-    ASSERT_TRUE(
-        writeSnapshot(dir.sub("snap"), at, encodeSnapshot(h.replay(at), hashAt(h, at))).ok());
+    ASSERT_TRUE(writeSnapshot(dir.sub("snap"), h.replay(at), hashAt(h, at)).ok());
   }
   char name[64];
   std::snprintf(name, sizeof name, "/projection-%020llu.snap", 9ull);
@@ -121,8 +119,7 @@ TEST(Snapshot, TruncatedForeignAndMisnamedFilesAreIgnored) {
   TempDir dir;
   History h(dir.sub("log"));
   const uint64_t at = 6;
-  auto words = encodeSnapshot(h.replay(at), hashAt(h, at));
-  ASSERT_TRUE(writeSnapshot(dir.sub("snap"), at, words).ok());
+  ASSERT_TRUE(writeSnapshot(dir.sub("snap"), h.replay(at), hashAt(h, at)).ok());
   char name[64];
   std::snprintf(name, sizeof name, "/projection-%020llu.snap", 6ull);
   const std::string good = dir.sub("snap") + name;
@@ -146,7 +143,7 @@ TEST(Snapshot, ASnapshotPastTheEndOfTheLogIsIgnored) {
   TempDir dir;
   History h(dir.sub("log"));
   const uint64_t at = h.last();
-  ASSERT_TRUE(writeSnapshot(dir.sub("snap"), at, encodeSnapshot(h.replay(at), hashAt(h, at))).ok());
+  ASSERT_TRUE(writeSnapshot(dir.sub("snap"), h.replay(at), hashAt(h, at)).ok());
   // A log restored from an older backup: only its first events.
   store::EventLog::Options o;
   o.path = dir.sub("short");
@@ -168,8 +165,7 @@ TEST(Snapshot, SnapshotsAfterTheRequestedPointArePassedOverSilently) {
   TempDir dir;
   History h(dir.sub("log"));
   for (uint64_t at : {4ull, 8ull}) {
-    ASSERT_TRUE(
-        writeSnapshot(dir.sub("snap"), at, encodeSnapshot(h.replay(at), hashAt(h, at))).ok());
+    ASSERT_TRUE(writeSnapshot(dir.sub("snap"), h.replay(at), hashAt(h, at)).ok());
   }
   std::vector<std::string> warnings;
   EXPECT_EQ(load(h, dir.sub("snap"), warnings, 7)->projection.lastSequence(), 4u);
@@ -180,12 +176,30 @@ TEST(Snapshot, SnapshotsAfterTheRequestedPointArePassedOverSilently) {
   EXPECT_TRUE(warnings.empty());
 }
 
+TEST(Snapshot, ASnapshotTakenFromTheFilesEqualsTheReplayAndBuildsOnTheLastOne) {
+  TempDir dir;
+  History h(dir.sub("log"));
+  std::vector<std::string> warnings;
+  auto first = takeSnapshot(dir.sub("snap"), h.log(), 7,
+                            [&](const std::string& w) { warnings.push_back(w); });
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  auto second = takeSnapshot(dir.sub("snap"), h.log(), h.last(),
+                             [&](const std::string& w) { warnings.push_back(w); });
+  ASSERT_TRUE(second.ok()) << second.error().message;
+  EXPECT_TRUE(warnings.empty());
+  auto loaded = load(h, dir.sub("snap"), warnings);
+  ASSERT_TRUE(loaded.has_value());
+  EXPECT_EQ(describe(loaded->projection), describe(h.replay(h.last())));
+  EXPECT_EQ(load(h, dir.sub("snap"), warnings, 10)->projection.lastSequence(), 7u);
+  EXPECT_FALSE(
+      takeSnapshot(dir.sub("snap"), h.log(), h.last() + 1, [](const std::string&) {}).ok());
+}
+
 TEST(Snapshot, OnlyTheNewestSnapshotsAreKept) {
   TempDir dir;
   History h(dir.sub("log"));
   for (uint64_t at = 1; at <= 5; ++at) {
-    ASSERT_TRUE(
-        writeSnapshot(dir.sub("snap"), at, encodeSnapshot(h.replay(at), hashAt(h, at)), 2).ok());
+    ASSERT_TRUE(writeSnapshot(dir.sub("snap"), h.replay(at), hashAt(h, at), 2).ok());
   }
   std::vector<std::string> names;
   for (const auto& e : fs::directory_iterator(dir.sub("snap")))
