@@ -152,8 +152,15 @@ int replay(const std::string& dataDir, uint64_t until, const std::string& at, bo
       std::string tags;
       for (const auto& [tag, version] : i->tags())
         tags += (tags.empty() ? "" : ", ") + tag + " -> " + version;
-      std::printf("  %s  %s  %s\n", i->name.c_str(), i->status().c_str(),
-                  tags.empty() ? "-" : tags.c_str());
+      std::printf("  %s  %s  v%llu  tags: %s\n", i->name.c_str(), i->status().c_str(),
+                  static_cast<unsigned long long>(i->version), tags.empty() ? "-" : tags.c_str());
+      if (const auto* b = i->latestBuild()) {
+        for (const auto& l : b->lines) {
+          std::printf("    line %s: %s %s%s%s\n", l.line.c_str(),
+                      imaged::domain::toString(l.status), l.version.c_str(),
+                      l.code.empty() ? "" : ": ", l.code.c_str());
+        }
+      }
     }
   }
   return 0;
