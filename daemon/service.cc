@@ -35,6 +35,7 @@ Service::Service(asio::io_context& io, store::EventLog& log, std::shared_ptr<spd
       workers_(options_.buildWorkers),
       blobs_(options_.blobDir.empty() ? nullptr
                                       : std::make_shared<image::BlobStore>(options_.blobDir)),
+      gcTimer_(io),
       poster_(std::make_shared<Poster>(io)) {}
 
 Service::~Service() {
@@ -186,13 +187,14 @@ void Service::onApplied(const schema::Event::Reader& event) {
   auto payload = event.getPayload();
   const std::string streamId = event.getStreamId();
   // A running build that this event superseded (an edit, rebuild, delete) stops its jobs.
-  for (auto it = running_.begin(); it != running_.end();) {
-    if (it->second.streamId == streamId && !isCurrent(streamId, it->first)) {
-      *it->second.cancelled = true;
-      it = running_.erase(it);
-    } else {
-      ++it;
-    }
+  std::vector<uint64_t> superseded;
+  for (auto [it, end] = runningByStream_.equal_range(streamId); it != end; ++it) {
+    if (!isCurrent(streamId, it->second)) superseded.push_back(it->second);
+  }
+  for (uint64_t id : superseded) {
+    auto it = running_.find(id);
+    *it->second.cancelled = true;
+    forgetRunning(it);
   }
   switch (payload.which()) {
     case schema::Payload::BUILD_REQUESTED:
@@ -209,16 +211,26 @@ void Service::onApplied(const schema::Event::Reader& event) {
                       ok ? "succeeded" : "failed: ",
                       ok ? "" : std::string(payload.getBuildFailed().getCode()));
       }
-      running_.erase(id);
-      collectGarbage([](Collected) {});  // a build's end may leave the previous images unused
+      if (auto it = running_.find(id); it != running_.end()) forgetRunning(it);
+      requestCollection();  // a build's end may leave the previous images unused
       break;
     }
     case schema::Payload::IMAGE_DELETED:
-      collectGarbage([](Collected) {});
+      requestCollection();
       break;
     default:
       break;
   }
+}
+
+void Service::forgetRunning(std::map<uint64_t, RunningBuild>::iterator it) {
+  for (auto [i, end] = runningByStream_.equal_range(it->second.streamId); i != end; ++i) {
+    if (i->second == it->first) {
+      runningByStream_.erase(i);
+      break;
+    }
+  }
+  running_.erase(it);
 }
 
 bool Service::isCurrent(const std::string& streamId, uint64_t buildId) const {
@@ -267,8 +279,10 @@ void Service::startBuild(const std::string& streamId, uint64_t buildId) {
 void Service::dispatch(const std::string& streamId, std::vector<domain::LineJob> jobs,
                        size_t expected, std::vector<domain::LineOutcome> done) {
   const uint64_t buildId = jobs.empty() ? 0 : jobs.front().buildId;
+  if (auto it = running_.find(buildId); it != running_.end()) forgetRunning(it);
   RunningBuild& running = running_[buildId] =
       RunningBuild{streamId, buildId, expected, std::move(done)};
+  runningByStream_.emplace(streamId, buildId);
   for (auto& job : jobs) {
     job.cancelled = running.cancelled;
     asio::post(workers_, [this, poster = poster_, streamId, job = std::move(job)] {
@@ -279,6 +293,30 @@ void Service::dispatch(const std::string& streamId, std::vector<domain::LineJob>
       });
     });
   }
+}
+
+void Service::requestCollection() {
+  gcWanted_ = true;
+  if (gcRunning_ || gcTimerArmed_ || stopped_) return;
+  const auto interval = std::min(options_.gcInterval, options_.gcGrace);
+  const auto due = lastGc_ + interval;
+  if (std::chrono::steady_clock::now() < due) {
+    gcTimerArmed_ = true;
+    gcTimer_.expires_at(due);
+    gcTimer_.async_wait([this](const boost::system::error_code& ec) {
+      if (ec) return;  // cancelled: the service is going
+      gcTimerArmed_ = false;
+      requestCollection();
+    });
+    return;
+  }
+  gcWanted_ = false;
+  gcRunning_ = true;
+  lastGc_ = std::chrono::steady_clock::now();
+  collectGarbage([this](Collected) {
+    gcRunning_ = false;
+    if (gcWanted_) requestCollection();
+  });
 }
 
 void Service::collectGarbage(std::function<void(Collected)> done) {
@@ -364,7 +402,7 @@ void Service::onLineDone(domain::LineOutcome outcome, std::string streamId) {
   auto it = running_.find(outcome.buildId);
   if (it == running_.end()) return;
   if (!isCurrent(streamId, outcome.buildId)) {  // superseded by an edit, rebuild or delete
-    running_.erase(it);
+    forgetRunning(it);
     return;
   }
   RunningBuild& b = it->second;

@@ -40,6 +40,9 @@ class Service {
     std::chrono::milliseconds lineDelay{0};
     // Blobs younger than this are never collected (IMAGED_TEST_GC_GRACE_S in tests).
     std::chrono::seconds gcGrace{3600};
+    // Collections asked for by build ends and deletes start at most this often (and at most
+    // as often as the grace period, so that tests with no grace collect at once).
+    std::chrono::seconds gcInterval{60};
     // Where projection snapshots go ("": none), and after how many applied events the next
     // one is written in the background (0: never, not even at shutdown).
     std::string snapshotDir;
@@ -90,6 +93,10 @@ class Service {
   // are kept, so that a build that has written but not yet recorded its image, or an export in
   // progress, never loses one. The listing and removal run on a build worker.
   void collectGarbage(std::function<void(Collected)> done);
+  // Asks for a collection after something may have left blobs unused. Requests coalesce: one
+  // collection at a time, the next no sooner than gcInterval after the last began, so that a
+  // burst of builds costs one pass over the gallery, not one per build.
+  void requestCollection();
 
   // Observers see every event applied to the projection, in order, after it is applied.
   using Observer = std::function<void(const schema::Event::Reader&)>;
@@ -135,11 +142,16 @@ class Service {
   std::shared_ptr<image::BlobStore> blobs_;  // null when no images are written
   std::shared_ptr<const catalog::Catalog> catalog_;
   domain::Projection projection_;
-  std::map<uint64_t, RunningBuild> running_;  // by build id
+  std::map<uint64_t, RunningBuild> running_;               // by build id
+  std::multimap<std::string, uint64_t> runningByStream_;  // the same builds, by image stream
+  void forgetRunning(std::map<uint64_t, RunningBuild>::iterator it);
   std::map<uint64_t, Observer> observers_;
   uint64_t nextObserver_ = 1;
   bool stopped_ = false;
   bool replaying_ = false;         // applying the log at start: no builds are started from it
+  bool gcRunning_ = false, gcWanted_ = false, gcTimerArmed_ = false;
+  std::chrono::steady_clock::time_point lastGc_{};
+  asio::steady_timer gcTimer_;
   uint64_t snapshotSequence_ = 0;  // of the newest snapshot loaded or written
   bool snapshotting_ = false;      // a background snapshot is being written
 
