@@ -20,8 +20,8 @@
 #include <unistd.h>
 
 #include <capnp/ez-rpc.h>
-#include <capnp/rpc-twoparty.h>
 #include <capnp/message.h>
+#include <capnp/rpc-twoparty.h>
 #include <capnp/serialize.h>
 #include <kj/async-io.h>
 

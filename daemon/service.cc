@@ -353,17 +353,15 @@ void Service::collectGarbage(std::function<void(Collected)> done) {
                }
                Collected collected;
                std::error_code ec;
-               const auto now = fs::file_time_type::clock::now();
                for (const auto& entry : fs::directory_iterator(blobs->dir() + "/sha256", ec)) {
                  const std::string digest = "sha256:" + entry.path().filename().string();
                  if (referenced.count(digest) || digest.find(".tmp.") != std::string::npos)
                    continue;
-                 const auto age = now - entry.last_write_time(ec);
-                 if (ec || age < grace) continue;
-                 const uint64_t size = entry.file_size(ec);
-                 if (fs::remove(entry.path(), ec)) {
+                 // Checked and removed under the store's lock: a blob being reused right now
+                 // (its time refreshed) stays.
+                 if (auto size = blobs->removeIfOlder(digest, grace)) {
                    ++collected.removed;
-                   collected.bytes += size;
+                   collected.bytes += *size;
                  }
                }
                if (collected.removed > 0) {

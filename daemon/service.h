@@ -142,13 +142,13 @@ class Service {
   std::shared_ptr<image::BlobStore> blobs_;  // null when no images are written
   std::shared_ptr<const catalog::Catalog> catalog_;
   domain::Projection projection_;
-  std::map<uint64_t, RunningBuild> running_;               // by build id
+  std::map<uint64_t, RunningBuild> running_;              // by build id
   std::multimap<std::string, uint64_t> runningByStream_;  // the same builds, by image stream
   void forgetRunning(std::map<uint64_t, RunningBuild>::iterator it);
   std::map<uint64_t, Observer> observers_;
   uint64_t nextObserver_ = 1;
   bool stopped_ = false;
-  bool replaying_ = false;         // applying the log at start: no builds are started from it
+  bool replaying_ = false;  // applying the log at start: no builds are started from it
   bool gcRunning_ = false, gcWanted_ = false, gcTimerArmed_ = false;
   std::chrono::steady_clock::time_point lastGc_{};
   asio::steady_timer gcTimer_;

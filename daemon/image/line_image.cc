@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <cctype>
+#include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "common/time.h"
 
@@ -28,6 +30,27 @@ std::string join(const std::vector<std::string>& parts) {
   return out;
 }
 
+// A package's lines of the apk database before its file list: everything from its index
+// record and its control checksum.
+std::string recordHeader(const catalog::PackageRecord& r, const std::string& controlChecksum) {
+  std::string db;
+  if (!controlChecksum.empty()) db += "C:" + controlChecksum + "\n";
+  db += "P:" + r.name + "\nV:" + r.version + "\n";
+  db += "A:" + (r.arch.empty() ? std::string("x86_64") : r.arch) + "\n";
+  db += "S:" + std::to_string(r.size) + "\nI:" + std::to_string(r.installedSize) + "\n";
+  db += "T:" + r.description + "\n";
+  if (!r.url.empty()) db += "U:" + r.url + "\n";
+  db += "L:" + r.license + "\n";
+  if (!r.origin.empty()) db += "o:" + r.origin + "\n";
+  std::vector<std::string> deps, provides;
+  for (const auto& d : r.depends) deps.push_back(d.str());
+  for (const auto& p : r.provides)
+    provides.push_back(p.version.empty() ? p.name : p.name + "=" + p.version);
+  if (!deps.empty()) db += "D:" + join(deps) + "\n";
+  if (!provides.empty()) db += "p:" + join(provides) + "\n";
+  return db;
+}
+
 }  // namespace
 
 std::string installedDatabase(
@@ -35,21 +58,7 @@ std::string installedDatabase(
     const std::vector<std::pair<catalog::PackageId, const ApkFile*>>& packages) {
   std::string db;
   for (const auto& [id, apk] : packages) {
-    const catalog::PackageRecord& r = catalog.package(id);
-    if (!apk->controlChecksum.empty()) db += "C:" + apk->controlChecksum + "\n";
-    db += "P:" + r.name + "\nV:" + r.version + "\n";
-    db += "A:" + (r.arch.empty() ? std::string("x86_64") : r.arch) + "\n";
-    db += "S:" + std::to_string(r.size) + "\nI:" + std::to_string(r.installedSize) + "\n";
-    db += "T:" + r.description + "\n";
-    if (!r.url.empty()) db += "U:" + r.url + "\n";
-    db += "L:" + r.license + "\n";
-    if (!r.origin.empty()) db += "o:" + r.origin + "\n";
-    std::vector<std::string> deps, provides;
-    for (const auto& d : r.depends) deps.push_back(d.str());
-    for (const auto& p : r.provides)
-      provides.push_back(p.version.empty() ? p.name : p.name + "=" + p.version);
-    if (!deps.empty()) db += "D:" + join(deps) + "\n";
-    if (!provides.empty()) db += "p:" + join(provides) + "\n";
+    db += recordHeader(catalog.package(id), apk->controlChecksum);
     // Files grouped under their directories (F:), each with its checksum (Z:).
     std::map<std::string, std::vector<const FileEntry*>> byDir;
     for (const FileEntry& f : apk->files) {
@@ -154,19 +163,20 @@ std::string spdxSbom(const LineImageInput& in) {
       .dump();
 }
 
-Result<LineImage> writeLineImage(const LineImageInput& in, BlobStore& blobs) {
+namespace {
+
+// Reads and verifies every package file, and writes their files, with the apk database and
+// world, as one layer.
+template <typename PathOf>
+Result<BlobStore::Derived> writePackagesLayer(const LineImageInput& in,
+                                              const std::vector<catalog::PackageId>& ids,
+                                              const std::vector<std::string>& sortedWorld,
+                                              int64_t created, PathOf&& pathOf, BlobStore& blobs) {
   const catalog::Catalog& catalog = *in.catalog;
-  std::vector<catalog::PackageId> ids = in.packages;
-  std::sort(ids.begin(), ids.end(), [&](catalog::PackageId a, catalog::PackageId b) {
-    return catalog.package(a).name < catalog.package(b).name;
-  });
   std::vector<ApkFile> apks;
   apks.reserve(ids.size());
   for (catalog::PackageId id : ids) {
-    const catalog::PackageRecord& r = catalog.package(id);
-    const std::string path = catalog.repositories()[catalog.repositoryOf(id)].path + "/" + r.name +
-                             "-" + r.version + ".apk";
-    auto apk = readApk(path, r.checksum);
+    auto apk = readApk(pathOf(id), catalog.package(id).checksum);
     if (!apk.ok()) return apk.error();
     apks.push_back(std::move(apk).value());
   }
@@ -186,18 +196,78 @@ Result<LineImage> writeLineImage(const LineImageInput& in, BlobStore& blobs) {
   };
   add("lib/apk/db/installed", installedDatabase(catalog, installed));
   std::string world;
-  std::vector<std::string> sortedWorld = in.world;
-  std::sort(sortedWorld.begin(), sortedWorld.end());
   for (const auto& w : sortedWorld) world += w + "\n";
   add("etc/apk/world", world);
 
   std::vector<FileEntry> list;
   for (auto& [path, f] : files) list.push_back(std::move(f));
-  const int64_t created = parseTime(in.published).value_or(0) / 1'000'000'000;
   auto layer = writeLayer(std::move(list), created);
   if (!layer.ok()) return layer.error();
   auto layerBlob = blobs.put(layer->tarGz, kLayerMediaType);
   if (!layerBlob.ok()) return layerBlob.error();
+  return BlobStore::Derived{{*layerBlob}, layer->diffId};
+}
+
+}  // namespace
+
+Result<LineImage> writeLineImage(const LineImageInput& in, BlobStore& blobs) {
+  const catalog::Catalog& catalog = *in.catalog;
+  std::vector<catalog::PackageId> ids = in.packages;
+  std::sort(ids.begin(), ids.end(), [&](catalog::PackageId a, catalog::PackageId b) {
+    return catalog.package(a).name < catalog.package(b).name;
+  });
+  auto pathOf = [&](catalog::PackageId id) {
+    const catalog::PackageRecord& r = catalog.package(id);
+    return catalog.repositories()[catalog.repositoryOf(id)].path + "/" + r.name + "-" + r.version +
+           ".apk";
+  };
+  std::vector<std::string> sortedWorld = in.world;
+  std::sort(sortedWorld.begin(), sortedWorld.end());
+  const int64_t created = parseTime(in.published).value_or(0) / 1'000'000'000;
+
+  // The layer's bytes follow from the packages' index records and control checksums (each
+  // .apk is verified against its record's C: before use), the world and the time; the whole
+  // image's from those and the config's and SBOM's inputs. What was written for the same inputs
+  // is used again (a rebuild of an unchanged line, images with the same packages), unless a
+  // package file has gone meanwhile (then the full path reports it) or a blob was collected.
+  std::string inputs = "imaged-layer-1\n" + std::to_string(created) + "\n";
+  bool cacheable = true;
+  for (catalog::PackageId id : ids) {
+    const catalog::PackageRecord& r = catalog.package(id);
+    cacheable = cacheable && !r.checksum.empty();
+    inputs += recordHeader(r, r.checksum) + "\n";
+  }
+  for (const auto& w : sortedWorld) inputs += "world:" + w + "\n";
+  const std::string layerKey = sha256Digest(inputs);
+  inputs += "imaged-image-1\n" + in.tenant + "\n" + in.starter + "\n" + in.line + "\n" +
+            in.version + "\n" + in.published + "\n" + in.user + "\n" + in.workdir + "\n";
+  for (const auto& [k, v] : in.env) inputs += "env:" + k + "=" + v + "\n";
+  for (const auto& e : in.entrypoint) inputs += "entrypoint:" + e + "\n";
+  for (const auto& c : in.cmd) inputs += "cmd:" + c + "\n";
+  const std::string imageKey = sha256Digest(inputs);
+  auto usable = [&](std::optional<BlobStore::Derived> d) -> std::optional<BlobStore::Derived> {
+    if (!d) return d;
+    std::error_code ec;
+    for (catalog::PackageId id : ids) {
+      if (!std::filesystem::exists(pathOf(id), ec)) return std::nullopt;
+    }
+    if (!blobs.refreshAll(*d)) return std::nullopt;
+    return d;
+  };
+  if (cacheable) {
+    if (auto image = usable(blobs.derived(imageKey))) {
+      return LineImage{image->blobs[0], image->blobs[1]};
+    }
+  }
+  std::optional<BlobStore::Derived> layer;
+  if (cacheable) layer = usable(blobs.derived(layerKey));
+  if (!layer) {
+    auto written = writePackagesLayer(in, ids, sortedWorld, created, pathOf, blobs);
+    if (!written.ok()) return written.error();
+    layer = *written;
+    if (cacheable) blobs.remember(layerKey, *layer);
+  }
+  const Descriptor layerBlob = layer->blobs[0];
 
   ImageConfig config;
   config.env = in.env;
@@ -211,14 +281,15 @@ Result<LineImage> writeLineImage(const LineImageInput& in, BlobStore& blobs) {
                    {"io.imaged.starter", in.starter},
                    {"io.imaged.line", in.line},
                    {"io.imaged.version", in.version}};
-  auto configBlob = blobs.put(configJson(config, {layer->diffId}), kConfigMediaType);
+  auto configBlob = blobs.put(configJson(config, {layer->note}), kConfigMediaType);
   if (!configBlob.ok()) return configBlob.error();
-  auto manifest = blobs.put(manifestJson(*configBlob, {*layerBlob}), kManifestMediaType);
+  auto manifest = blobs.put(manifestJson(*configBlob, {layerBlob}), kManifestMediaType);
   if (!manifest.ok()) return manifest.error();
   LineImageInput sorted = in;
   sorted.packages = ids;
   auto sbom = blobs.put(spdxSbom(sorted), kSpdxMediaType);
   if (!sbom.ok()) return sbom.error();
+  if (cacheable) blobs.remember(imageKey, {{*manifest, *sbom, *configBlob, layerBlob}, ""});
   return LineImage{*manifest, *sbom};
 }
 

@@ -4,6 +4,7 @@
 #include <archive_entry.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -187,7 +188,7 @@ bool BlobStore::has(const std::string& digest) const {
 Result<Descriptor> BlobStore::put(std::string_view bytes, const std::string& mediaType) {
   Descriptor d{mediaType, sha256Digest(bytes), bytes.size()};
   const std::string path = pathOf(d.digest);
-  if (has(d.digest)) return d;
+  if (refresh(d.digest)) return d;  // already there: reused, so no longer collectable
   std::error_code ec;
   std::filesystem::create_directories(dir_ + "/sha256", ec);
   const std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." +
@@ -211,6 +212,48 @@ Result<Descriptor> BlobStore::put(std::string_view bytes, const std::string& med
     return Error{"E_IMAGE_WRITE", "cannot store blob " + d.digest};
   }
   return d;
+}
+
+bool BlobStore::refresh(const std::string& digest) {
+  std::lock_guard lk(reuseMutex_);
+  return ::utimensat(AT_FDCWD, pathOf(digest).c_str(), nullptr, 0) == 0;
+}
+
+std::optional<uint64_t> BlobStore::removeIfOlder(const std::string& digest,
+                                                 std::chrono::seconds age) {
+  std::lock_guard lk(reuseMutex_);
+  const std::string path = pathOf(digest);
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return std::nullopt;
+  const auto mtime = std::chrono::system_clock::time_point(
+      std::chrono::seconds(st.st_mtim.tv_sec) + std::chrono::nanoseconds(st.st_mtim.tv_nsec));
+  if (std::chrono::system_clock::now() - mtime < age) return std::nullopt;
+  if (::unlink(path.c_str()) != 0) return std::nullopt;
+  return static_cast<uint64_t>(st.st_size);
+}
+
+std::optional<BlobStore::Derived> BlobStore::derived(const std::string& key) const {
+  std::lock_guard lk(cacheMutex_);
+  auto it = derived_.find(key);
+  if (it == derived_.end()) return std::nullopt;
+  return it->second;
+}
+
+void BlobStore::remember(const std::string& key, Derived derived) {
+  std::lock_guard lk(cacheMutex_);
+  if (!derived_.emplace(key, std::move(derived)).second) return;
+  derivedOrder_.push_back(key);
+  if (derivedOrder_.size() > kMaxDerived) {
+    derived_.erase(derivedOrder_.front());
+    derivedOrder_.pop_front();
+  }
+}
+
+bool BlobStore::refreshAll(const Derived& derived) {
+  for (const Descriptor& d : derived.blobs) {
+    if (!refresh(d.digest)) return false;
+  }
+  return true;
 }
 
 Result<std::string> BlobStore::read(const std::string& digest) const {

@@ -4,8 +4,12 @@
 // name, JSON with sorted keys.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <deque>
 #include <map>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -50,6 +54,11 @@ std::string manifestJson(const Descriptor& config, const std::vector<Descriptor>
 
 // Blobs under DIR/sha256/<hex>, written once (temp file, fsync, rename) and shared by every
 // image. Thread-safe: concurrent writers of one blob write the same bytes.
+// Content-addressed blobs in <dir>/sha256/<hex>. A blob's modification time is when it was last
+// written or reused: the garbage collector removes only unreferenced blobs older than its grace
+// period, and reuse (put() of existing bytes, a layer from the cache) refreshes the time under
+// the same lock as removal, so a blob being reused is never removed under a new image.
+// Thread-safe.
 class BlobStore {
  public:
   explicit BlobStore(std::string dir) : dir_(std::move(dir)) {}
@@ -59,8 +68,31 @@ class BlobStore {
   std::string pathOf(const std::string& digest) const;
   const std::string& dir() const { return dir_; }
 
+  // Marks the blob as just used; false when it is not there (any more).
+  bool refresh(const std::string& digest);
+  // Removes the blob if it was last written or used at least `age` ago; its size when removed.
+  std::optional<uint64_t> removeIfOlder(const std::string& digest, std::chrono::seconds age);
+
+  // What was written from some inputs, by a digest of everything that decides the bytes
+  // (line_image.cc: a layer from its packages, a whole line image from all its inputs), so that
+  // the same inputs are not written twice. In memory, bounded. Use one only after refresh()
+  // succeeded for each of its blobs.
+  struct Derived {
+    std::vector<Descriptor> blobs;
+    std::string note;  // what else goes with them (a layer's diff id)
+  };
+  std::optional<Derived> derived(const std::string& key) const;
+  void remember(const std::string& key, Derived derived);
+  // refresh() of every blob; false when one is gone.
+  bool refreshAll(const Derived& derived);
+
  private:
   std::string dir_;
+  std::mutex reuseMutex_;  // refresh() against removeIfOlder()
+  mutable std::mutex cacheMutex_;
+  std::map<std::string, Derived> derived_;
+  std::deque<std::string> derivedOrder_;  // oldest first, for eviction
+  static constexpr size_t kMaxDerived = 8192;
 };
 
 // Writes an OCI image layout in `dir` (oci-layout, index.json, blobs/sha256/...) holding each

@@ -2,7 +2,9 @@
 // result accepted by real tools (skopeo, umoci).
 #include <archive.h>
 #include <archive_entry.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -302,6 +304,88 @@ TEST(LineImage, ACorruptedPackageFailsTheLineNamingTheFile) {
   ASSERT_FALSE(manifest.ok());
   EXPECT_EQ(manifest.error().code, "E_PACKAGE_CORRUPT");
   EXPECT_NE(manifest.error().message.find("py3.13-flask-3.1.0-r0.apk"), std::string::npos);
+}
+
+// Reads the layer digest of a written image's manifest.
+std::string layerOf(BlobStore& store, const Descriptor& manifest) {
+  auto m = nlohmann::json::parse(*store.read(manifest.digest));
+  return m["layers"][0]["digest"];
+}
+
+void makeOld(const std::string& path) {
+  const timespec old[2] = {{1, 0}, {1, 0}};
+  ASSERT_EQ(::utimensat(AT_FDCWD, path.c_str(), old, 0), 0);
+}
+
+TEST(LineImage, ALayerIsBuiltOnceForTheSamePackagesAndSharedByOtherImages) {
+  TempDir dir;
+  fs::copy(kSample, dir.sub("catalog"), fs::copy_options::recursive);
+  auto c = *catalog::Catalog::load(dir.sub("catalog"));
+  BlobStore store(dir.sub("blobs"));
+  auto first = writeLineImage(pythonLine(c), store);
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  // A package file damaged after its layer was built: the cached layer (built from the verified
+  // bytes its checksum names) is reused; nothing reads the file again.
+  const std::string victim = dir.sub("catalog/repositories/main/x86_64/py3.13-flask-3.1.0-r0.apk");
+  std::string bytes = readText(victim);
+  bytes[bytes.size() / 2] ^= 0x01;
+  imaged::testing::writeFile(victim, bytes);
+  LineImageInput other = pythonLine(c);
+  other.tenant = "globex";
+  other.env.emplace_back("EXTRA", "1");
+  auto second = writeLineImage(other, store);
+  ASSERT_TRUE(second.ok()) << second.error().message;
+  EXPECT_NE(second->manifest.digest, first->manifest.digest) << "another config";
+  EXPECT_EQ(layerOf(store, second->manifest), layerOf(store, first->manifest));
+  // Without the cache (another store), the damage is found.
+  TempDir elsewhere;
+  BlobStore fresh(elsewhere.path());
+  auto uncached = writeLineImage(other, fresh);
+  ASSERT_FALSE(uncached.ok());
+  EXPECT_EQ(uncached.error().code, "E_PACKAGE_CORRUPT");
+  // Another world (what was asked for) is another layer: it is built, and the damage found.
+  LineImageInput asked = pythonLine(c);
+  asked.world.push_back("py3-requests");
+  auto third = writeLineImage(asked, store);
+  ASSERT_FALSE(third.ok());
+  EXPECT_EQ(third.error().code, "E_PACKAGE_CORRUPT");
+  // A package file that is gone is reported even when its layer is cached.
+  fs::remove(victim);
+  auto missing = writeLineImage(other, store);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.error().code, "E_PACKAGE_MISSING");
+}
+
+TEST(LineImage, ACachedLayerWhoseBlobWasCollectedIsBuiltAgain) {
+  auto c = *catalog::Catalog::load(kSample);
+  TempDir dir;
+  BlobStore store(dir.path());
+  auto first = writeLineImage(pythonLine(c), store);
+  ASSERT_TRUE(first.ok());
+  const std::string layer = layerOf(store, first->manifest);
+  makeOld(store.pathOf(layer));
+  ASSERT_TRUE(store.removeIfOlder(layer, std::chrono::seconds(3600)).has_value());
+  ASSERT_FALSE(store.has(layer));
+  auto again = writeLineImage(pythonLine(c), store);
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  EXPECT_EQ(again->manifest.digest, first->manifest.digest);
+  EXPECT_TRUE(store.has(layer));
+}
+
+TEST(BlobStore, ABlobReusedSinceItWasWrittenIsNotCollected) {
+  TempDir dir;
+  BlobStore store(dir.path());
+  auto blob = store.put("some bytes", "text/plain");
+  ASSERT_TRUE(blob.ok());
+  EXPECT_FALSE(store.removeIfOlder(blob->digest, std::chrono::seconds(3600)).has_value())
+      << "young";
+  makeOld(store.pathOf(blob->digest));
+  ASSERT_TRUE(store.put("some bytes", "text/plain").ok());  // reused: young again
+  EXPECT_FALSE(store.removeIfOlder(blob->digest, std::chrono::seconds(3600)).has_value());
+  makeOld(store.pathOf(blob->digest));
+  EXPECT_EQ(store.removeIfOlder(blob->digest, std::chrono::seconds(3600)), 10u);
+  EXPECT_FALSE(store.has(blob->digest));
+  EXPECT_FALSE(store.refresh(blob->digest));
 }
 
 }  // namespace
