@@ -1,5 +1,6 @@
 // Benchmarks of the daemon as a whole: the real imaged as a child process.
 // Usage: daemon_bench IMAGED_BIN CATALOG_DIR SCRATCH [--quick]
+// (IMAGED_BENCH_SKIP_SHOW=1 leaves out rpc.show, to profile the creates alone.)
 //
 // rpc.show.1 / rpc.show.64  getImage calls/s with 1 and 64 calls in flight, against a bare Cap'n
 //                           Proto echo server over a Unix socket, same payload size and calls in
@@ -148,7 +149,7 @@ void benchRpc(const std::string& bin, const std::string& catalog, const std::str
     auto& ews = echoClient.getWaitScope();
     std::vector<kj::byte> bytes(payload, 'x');
     for (int inFlight : {1, 64}) {
-      if (getenv("BENCH_SKIP_SHOW")) break;
+      if (getenv("IMAGED_BENCH_SKIP_SHOW")) break;  // to profile the creates alone
       const double ours = rate(ws, inFlight, total, [&] {
         auto req = imaged.getImageRequest();
         req.setName("web");
