@@ -156,9 +156,9 @@ int replay(const std::string& dataDir, uint64_t until, const std::string& at, bo
                   static_cast<unsigned long long>(i->version), tags.empty() ? "-" : tags.c_str());
       if (const auto* b = i->latestBuild()) {
         for (const auto& l : b->lines) {
-          std::printf("    line %s: %s %s%s%s\n", l.line.c_str(),
-                      imaged::domain::toString(l.status), l.version.c_str(),
-                      l.code.empty() ? "" : ": ", l.code.c_str());
+          using imaged::domain::cstr;
+          std::printf("    line %s: %s %s%s%s\n", cstr(l.line), imaged::domain::toString(l.status),
+                      cstr(l.version), l.code.empty() ? "" : ": ", cstr(l.code));
         }
       }
     }

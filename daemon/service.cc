@@ -451,8 +451,9 @@ void Service::resumeBuilds() {
         }
         continue;
       }
-      domain::LineOutcome o{b->id,    l.line,       l.version, l.status == LineStatus::kBuilt, {},
-                            l.digest, l.sbomDigest, l.code,    std::string(l.reason)};
+      domain::LineOutcome o{
+          b->id,    std::string(l.line), std::string(l.version), l.status == LineStatus::kBuilt, {},
+          l.digest, l.sbomDigest,        std::string(l.code),    std::string(l.reason)};
       done.push_back(std::move(o));
     }
     logger_->info("resuming build {} of {}/{}: {} of {} lines left", b->id, image->tenant,

@@ -45,7 +45,8 @@ std::map<std::string, std::string> ImageState::tags() const {
   if (!ok) return {};
   std::vector<catalog::BuiltLine> built;
   for (const LineState& l : ok->lines) {
-    if (l.status == LineStatus::kBuilt) built.push_back({l.line, l.version});
+    if (l.status == LineStatus::kBuilt)
+      built.push_back({std::string(l.line), std::string(l.version)});
   }
   return catalog::deriveTags(built);
 }
@@ -61,7 +62,8 @@ std::string key(const std::string& tenant, const std::string& name) {
   return tenant + "/" + name;
 }
 
-void cancelRunning(ImageState& image, int64_t time, const std::string& why) {
+// `why` is a literal: its view stays valid.
+void cancelRunning(ImageState& image, int64_t time, std::string_view why) {
   for (BuildState& b : image.builds) {
     if (b.status != BuildStatus::kInProgress) continue;
     b.status = BuildStatus::kCancelled;
@@ -101,11 +103,11 @@ void Projection::apply(const schema::Event::Reader& event) {
     image.packages = texts(created.getPackages());
     image.env = envOf<EnvVar>(created.getEnv());
     image.version = event.getStreamVersion();
-    const std::string k = key(image.tenant, image.name);
     if (event.getIdempotencyKey().size() > 0) createdBy_[event.getIdempotencyKey()] = streamId;
-    live_[k] = streamId;
-    incarnations_[k] += 1;
-    streams_[streamId] = std::move(image);
+    Name& n = names_[key(image.tenant, image.name)];
+    n.incarnations += 1;
+    ImageState& stored = streams_[streamId] = std::move(image);
+    n.live = &stored;
     return;
   }
   auto it = streams_.find(streamId);
@@ -129,9 +131,9 @@ void Projection::applyToImage(ImageState& image, const schema::Event::Reader& ev
     case schema::Payload::IMAGE_DELETED:
       image.deleted = true;
       cancelRunning(image, time, "the image was deleted");
-      if (auto it = live_.find(key(image.tenant, image.name));
-          it != live_.end() && it->second == image.streamId) {
-        live_.erase(it);
+      if (auto it = names_.find(key(image.tenant, image.name));
+          it != names_.end() && it->second.live == &image) {
+        it->second.live = nullptr;
       }
       return;
     case schema::Payload::BUILD_REQUESTED: {
@@ -154,8 +156,8 @@ void Projection::applyToImage(ImageState& image, const schema::Event::Reader& ev
       b->catalogDigest = intern(started.getCatalogDigest().cStr());
       for (auto l : started.getLines()) {
         LineState line;
-        line.line = l.getLine();
-        line.version = l.getVersion();
+        line.line = intern(l.getLine().cStr());
+        line.version = intern(l.getVersion().cStr());
         b->lines.push_back(std::move(line));
       }
       return;
@@ -175,7 +177,7 @@ void Projection::applyToImage(ImageState& image, const schema::Event::Reader& ev
       if (built) {
         auto r = payload.getLineBuilt();
         line->status = LineStatus::kBuilt;
-        line->version = r.getVersion();
+        line->version = intern(r.getVersion().cStr());
         PackageSet set;
         set.reserve(r.getPackages().size());
         for (auto p : r.getPackages()) {
@@ -187,8 +189,8 @@ void Projection::applyToImage(ImageState& image, const schema::Event::Reader& ev
       } else {
         auto r = payload.getLineSkipped();
         line->status = LineStatus::kSkipped;
-        line->version = r.getVersion();
-        line->code = r.getCode();
+        line->version = intern(r.getVersion().cStr());
+        line->code = intern(r.getCode().cStr());
         line->reason = intern(r.getReason().cStr());
       }
       return;
@@ -207,8 +209,8 @@ void Projection::applyToImage(ImageState& image, const schema::Event::Reader& ev
       if (!b || b->status != BuildStatus::kInProgress) return;
       b->status = BuildStatus::kFailed;
       b->endedAt = time;
-      b->errorCode = failed.getCode();
-      b->errorMessage = failed.getMessage();
+      b->errorCode = intern(failed.getCode().cStr());
+      b->errorMessage = intern(failed.getMessage().cStr());
       return;
     }
     case schema::Payload::BUILD_CANCELLED: {
@@ -218,7 +220,7 @@ void Projection::applyToImage(ImageState& image, const schema::Event::Reader& ev
       b->status = BuildStatus::kCancelled;
       b->endedAt = time;
       b->errorCode = "E_SUPERSEDED";
-      b->errorMessage = cancelled.getReason();
+      b->errorMessage = intern(cancelled.getReason().cStr());
       return;
     }
     default:
@@ -227,8 +229,8 @@ void Projection::applyToImage(ImageState& image, const schema::Event::Reader& ev
 }
 
 const ImageState* Projection::find(const std::string& tenant, const std::string& name) const {
-  auto it = live_.find(key(tenant, name));
-  return it == live_.end() ? nullptr : &streams_.at(it->second);
+  auto it = names_.find(key(tenant, name));
+  return it == names_.end() ? nullptr : it->second.live;
 }
 
 const ImageState* Projection::byStream(const std::string& streamId) const {
@@ -239,22 +241,24 @@ const ImageState* Projection::byStream(const std::string& streamId) const {
 std::vector<const ImageState*> Projection::gallery(const std::string& tenant) const {
   std::vector<const ImageState*> out;
   const std::string prefix = tenant + "/";
-  for (auto it = live_.lower_bound(prefix); it != live_.end() && it->first.starts_with(prefix);
+  for (auto it = names_.lower_bound(prefix); it != names_.end() && it->first.starts_with(prefix);
        ++it) {
-    out.push_back(&streams_.at(it->second));
+    if (it->second.live) out.push_back(it->second.live);
   }
   return out;
 }
 
 std::vector<const ImageState*> Projection::liveImages() const {
   std::vector<const ImageState*> out;
-  for (const auto& [k, stream] : live_) out.push_back(&streams_.at(stream));
+  for (const auto& [k, n] : names_) {
+    if (n.live) out.push_back(n.live);
+  }
   return out;
 }
 
 std::string Projection::nextStreamId(const std::string& tenant, const std::string& name) const {
-  auto it = incarnations_.find(key(tenant, name));
-  const uint32_t n = (it == incarnations_.end() ? 0 : it->second) + 1;
+  auto it = names_.find(key(tenant, name));
+  const uint32_t n = (it == names_.end() ? 0 : it->second.incarnations) + 1;
   return "image/" + tenant + "/" + name + "/" + std::to_string(n);
 }
 

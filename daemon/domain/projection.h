@@ -29,13 +29,21 @@ enum class BuildStatus { kInProgress, kSucceeded, kFailed, kCancelled };
 // images resolve to one of a few sets, and the projection keeps one copy of each.
 using PackageSet = std::vector<std::string>;
 
+// Texts that many lines and builds share (line names, versions, codes, reasons, digests of the
+// catalog) are interned: one copy in the Projection, views everywhere else. Each view's text is
+// followed by a NUL, so it can be passed on as a C string.
+// An interned view as a C string (for Cap'n Proto setters).
+inline const char* cstr(std::string_view interned) {
+  return interned.empty() ? "" : interned.data();
+}
+
 struct LineState {
-  std::string line;
-  std::string version;
+  std::string_view line;
+  std::string_view version;
   LineStatus status = LineStatus::kPending;
   const PackageSet* packages = &kNoPackages;  // when built; owned by the Projection
-  std::string code;                           // when skipped
-  std::string_view reason;                    // when skipped; owned by the Projection (shared)
+  std::string_view code;                      // when skipped
+  std::string_view reason;                    // when skipped
   std::string digest;                         // when built and written: the manifest's
   std::string sbomDigest;                     // and the SPDX SBOM's
 
@@ -51,7 +59,7 @@ struct BuildState {
   std::string_view catalogDigest;  // requested against, then resolved against (shared)
   int64_t requestedAt = 0, endedAt = 0;
   std::vector<LineState> lines;
-  std::string errorCode, errorMessage;  // when failed or cancelled
+  std::string_view errorCode, errorMessage;  // when failed or cancelled
 };
 
 struct ImageState {
@@ -123,9 +131,12 @@ class Projection {
 
   uint64_t lastSequence_ = 0;
   int64_t lastTime_ = 0;
-  std::map<std::string, ImageState> streams_;     // by stream id, deleted ones included
-  std::map<std::string, std::string> live_;       // "tenant/name" -> stream id
-  std::map<std::string, uint32_t> incarnations_;  // "tenant/name" -> images ever created
+  std::map<std::string, ImageState> streams_;  // by stream id, deleted ones included
+  struct Name {
+    uint32_t incarnations = 0;         // images ever created with the name
+    const ImageState* live = nullptr;  // the live one, in streams_
+  };
+  std::map<std::string, Name> names_;             // by "tenant/name"
   std::map<std::string, std::string> createdBy_;  // idempotency key -> stream id
   std::set<PackageSet> packageSets_;              // every distinct resolved set, shared
   std::set<std::string, std::less<>> texts_;      // digests and reasons, shared

@@ -195,33 +195,33 @@ void Projection::save(schema::ProjectionSnapshot::Builder out) const {
       sb.setReason(b.reason);
       sb.setStatus(toSnapshot(b.status));
       sb.setStarted(b.started);
-      sb.setCatalogDigest(std::string(b.catalogDigest));
+      sb.setCatalogDigest(cstr(b.catalogDigest));
       sb.setRequestedAt(b.requestedAt);
       sb.setEndedAt(b.endedAt);
-      sb.setErrorCode(b.errorCode);
-      sb.setErrorMessage(b.errorMessage);
+      sb.setErrorCode(cstr(b.errorCode));
+      sb.setErrorMessage(cstr(b.errorMessage));
       auto lines = sb.initLines(static_cast<unsigned>(b.lines.size()));
       for (unsigned li = 0; li < b.lines.size(); ++li) {
         const LineState& l = b.lines[li];
         auto sl = lines[li];
-        sl.setLine(l.line);
-        sl.setVersion(l.version);
+        sl.setLine(cstr(l.line));
+        sl.setVersion(cstr(l.version));
         sl.setStatus(toSnapshot(l.status));
         auto found = setIndex.find(l.packages);
         sl.setPackageSet(found == setIndex.end() ? 0 : found->second);
-        sl.setCode(l.code);
-        sl.setReason(std::string(l.reason));
+        sl.setCode(cstr(l.code));
+        sl.setReason(cstr(l.reason));
         sl.setDigest(l.digest);
         sl.setSbomDigest(l.sbomDigest);
       }
     }
   }
 
-  auto incarnations = out.initIncarnations(static_cast<unsigned>(incarnations_.size()));
+  auto incarnations = out.initIncarnations(static_cast<unsigned>(names_.size()));
   unsigned ni = 0;
-  for (const auto& [k, count] : incarnations_) {
+  for (const auto& [k, n] : names_) {
     incarnations[ni].setKey(k);
-    incarnations[ni++].setCount(count);
+    incarnations[ni++].setCount(n.incarnations);
   }
   auto createdBy = out.initCreatedBy(static_cast<unsigned>(createdBy_.size()));
   unsigned ci = 0;
@@ -272,17 +272,17 @@ Projection Projection::load(schema::ProjectionSnapshot::Reader in) {
       b.catalogDigest = p.intern(sb.getCatalogDigest().cStr());
       b.requestedAt = sb.getRequestedAt();
       b.endedAt = sb.getEndedAt();
-      b.errorCode = sb.getErrorCode();
-      b.errorMessage = sb.getErrorMessage();
+      b.errorCode = p.intern(sb.getErrorCode().cStr());
+      b.errorMessage = p.intern(sb.getErrorMessage().cStr());
       for (auto sl : sb.getLines()) {
         LineState l;
-        l.line = sl.getLine();
-        l.version = sl.getVersion();
+        l.line = p.intern(sl.getLine().cStr());
+        l.version = p.intern(sl.getVersion().cStr());
         l.status = fromSnapshot(sl.getStatus());
         const uint32_t set = sl.getPackageSet();
         KJ_REQUIRE(set <= sets.size(), "a line refers to a package set the snapshot lacks");
         if (set > 0) l.packages = sets[set - 1];
-        l.code = sl.getCode();
+        l.code = p.intern(sl.getCode().cStr());
         l.reason = p.intern(sl.getReason().cStr());
         l.digest = sl.getDigest();
         l.sbomDigest = sl.getSbomDigest();
@@ -290,12 +290,16 @@ Projection Projection::load(schema::ProjectionSnapshot::Reader in) {
       }
       image.builds.push_back(std::move(b));
     }
-    if (!image.deleted) p.live_[key(image.tenant, image.name)] = image.streamId;
     const std::string streamId = image.streamId;
-    KJ_REQUIRE(p.streams_.emplace(streamId, std::move(image)).second,
-               "an image stream appears twice in the snapshot");
+    auto [it, added] = p.streams_.emplace(streamId, std::move(image));
+    KJ_REQUIRE(added, "an image stream appears twice in the snapshot");
+    if (!it->second.deleted) {
+      Name& n = p.names_[key(it->second.tenant, it->second.name)];
+      KJ_REQUIRE(n.live == nullptr, "two live images have one name in the snapshot");
+      n.live = &it->second;
+    }
   }
-  for (auto n : in.getIncarnations()) p.incarnations_[n.getKey()] = n.getCount();
+  for (auto n : in.getIncarnations()) p.names_[n.getKey()].incarnations = n.getCount();
   for (auto c : in.getCreatedBy()) {
     KJ_REQUIRE(p.streams_.count(c.getStreamId()) == 1,
                "an idempotency key names an image the snapshot lacks");

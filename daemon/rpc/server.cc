@@ -37,12 +37,12 @@ void setError(Builder results, const Error& e) {
 }
 
 void fillLine(api::LineResult::Builder b, const LineState& l) {
-  b.setLine(l.line);
-  b.setVersion(l.version);
+  b.setLine(domain::cstr(l.line));
+  b.setVersion(domain::cstr(l.version));
   b.setStatus(domain::toString(l.status));
   setTexts(b.initPackages(l.packages->size()), *l.packages);
-  b.setCode(l.code);
-  b.setReason(std::string(l.reason));
+  b.setCode(domain::cstr(l.code));
+  b.setReason(domain::cstr(l.reason));
   b.setDigest(l.digest);
 }
 
@@ -53,13 +53,13 @@ void fillBuild(api::Build::Builder b, const domain::BuildState& s) {
   b.setStatus(domain::toString(s.status));
   b.setRequestedAt(domain::formatTime(s.requestedAt));
   b.setEndedAt(domain::formatTime(s.endedAt));
-  b.setCatalogDigest(std::string(s.catalogDigest));
+  b.setCatalogDigest(domain::cstr(s.catalogDigest));
   auto lines = b.initLines(s.lines.size());
   for (size_t i = 0; i < s.lines.size(); ++i) fillLine(lines[i], s.lines[i]);
   if (!s.errorCode.empty()) {
     auto e = b.initError();
-    e.setCode(s.errorCode);
-    e.setMessage(s.errorMessage);
+    e.setCode(domain::cstr(s.errorCode));
+    e.setMessage(domain::cstr(s.errorMessage));
   }
 }
 
@@ -79,8 +79,8 @@ void fillImage(api::Image::Builder b, const ImageState& image, bool withBuilds) 
     for (size_t i = 0; i < latest->lines.size(); ++i) fillLine(lines[i], latest->lines[i]);
     if (latest->status == BuildStatus::kFailed) {
       auto e = b.initError();
-      e.setCode(latest->errorCode);
-      e.setMessage(latest->errorMessage);
+      e.setCode(domain::cstr(latest->errorCode));
+      e.setMessage(domain::cstr(latest->errorMessage));
     }
   }
   const auto tags = image.tags();
@@ -766,8 +766,8 @@ class ImagedImpl final : public api::Imaged::Server {
         if (l.sbomDigest.empty()) return Error{"E_NOT_FOUND", "line " + wanted + " has no SBOM"};
         auto spdx = service_.blobs()->read(l.sbomDigest);
         if (!spdx.ok()) return spdx.error();
-        context.getResults().setLine(l.line);
-        context.getResults().setVersion(l.version);
+        context.getResults().setLine(domain::cstr(l.line));
+        context.getResults().setVersion(domain::cstr(l.version));
         context.getResults().setSpdx(*spdx);
         return Ok{};
       }
