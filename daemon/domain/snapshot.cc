@@ -473,6 +473,15 @@ std::optional<LoadedSnapshot> loadSnapshot(const std::string& dir, const store::
   return std::nullopt;
 }
 
+std::vector<SnapshotCheck> checkSnapshots(const std::string& dir, const store::ReadTxn& txn) {
+  std::vector<SnapshotCheck> out;
+  for (const auto& [sequence, path] : listSnapshots(dir)) {
+    auto loaded = readSnapshot(path, sequence, txn);
+    out.push_back({path.string(), sequence, loaded.ok() ? Status(Ok{}) : Status(loaded.error())});
+  }
+  return out;
+}
+
 Result<uint64_t> takeSnapshot(const std::string& dir, const store::EventLog& log, uint64_t sequence,
                               const std::function<void(const std::string&)>& warn) {
   Projection state;

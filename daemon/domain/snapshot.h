@@ -20,6 +20,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/result.h"
 #include "daemon/domain/projection.h"
@@ -59,5 +60,14 @@ struct LoadedSnapshot {
 std::optional<LoadedSnapshot> loadSnapshot(const std::string& dir, const store::ReadTxn& txn,
                                            uint64_t maxSequence, int64_t maxTime,
                                            const std::function<void(const std::string&)>& warn);
+
+// Every snapshot file in `dir`, newest first, checked against the log as loadSnapshot() checks
+// it (for audit tools: which snapshots would be used and why others would not).
+struct SnapshotCheck {
+  std::string path;
+  uint64_t sequence = 0;
+  Status status;  // Ok when it matches the log
+};
+std::vector<SnapshotCheck> checkSnapshots(const std::string& dir, const store::ReadTxn& txn);
 
 }  // namespace imaged::domain

@@ -905,6 +905,10 @@ TEST_F(DaemonTest, SnapshotsShortenStartAndOneThatDoesNotMatchTheLogIsIgnored) {
   ASSERT_FALSE(theirs.empty());
   ASSERT_EQ(ours.back().filename(), theirs.back().filename()) << "same sequence";
   fs::copy_file(theirs.back(), ours.back(), fs::copy_options::overwrite_existing);
+  ProcessResult verify = runProcess({IMAGED_AUDIT_BIN, "verify", dir.sub("data")});
+  EXPECT_EQ(verify.code, 0) << "a snapshot is not the log: " << verify.out;
+  EXPECT_NE(verify.out.find("not used: it does not match the log"), std::string::npos)
+      << verify.out;
   ProcessResult replay = runProcess({IMAGED_AUDIT_BIN, "replay", dir.sub("data"), "--json"});
   EXPECT_NE(replay.err.find("does not match the log"), std::string::npos) << replay.err;
   EXPECT_EQ(json::parse(replay.out)[0]["packages"], json::array({"py3-flask"}));
