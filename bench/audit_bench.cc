@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_lmdb.h"
 #include "bench_log.h"
 #include "bench_util.h"
 
@@ -46,37 +47,6 @@ double timeRun(const std::vector<std::string>& argv) {
   return sw.seconds();
 }
 
-// A raw read-only cursor over the events database; `each` sees every value. Returns events/s.
-template <typename Each>
-double rawScan(const std::string& logDir, uint64_t* count, Each&& each) {
-  MDB_env* env;
-  mdb_env_create(&env);
-  mdb_env_set_maxdbs(env, 8);
-  if (mdb_env_open(env, logDir.c_str(), MDB_NOTLS | MDB_RDONLY, 0600) != 0) {
-    throw std::runtime_error("raw open of " + logDir);
-  }
-  MDB_txn* txn;
-  MDB_dbi dbi;
-  mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn);
-  mdb_dbi_open(txn, "events", 0, &dbi);
-  MDB_cursor* c;
-  mdb_cursor_open(txn, dbi, &c);
-  MDB_val k, v;
-  uint64_t n = 0;
-  Stopwatch sw;
-  for (int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
-       rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-    each(static_cast<const uint8_t*>(v.mv_data), v.mv_size);
-    ++n;
-  }
-  const double rate = n / sw.seconds();
-  mdb_cursor_close(c);
-  mdb_txn_abort(txn);
-  mdb_env_close(env);
-  *count = n;
-  return rate;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -100,13 +70,14 @@ int main(int argc, char** argv) {
     // than hashing a small record.
     EVP_MD* sha256 = EVP_MD_fetch(nullptr, "SHA256", nullptr);
     uint8_t hash[32] = {};
-    const double chained = rawScan(data + "/log", &events, [&](const uint8_t* p, size_t n) {
-      unsigned int len = 0;
-      EVP_DigestInit_ex(ctx, sha256, nullptr);
-      EVP_DigestUpdate(ctx, hash, sizeof hash);
-      EVP_DigestUpdate(ctx, p, n);
-      EVP_DigestFinal_ex(ctx, hash, &len);
-    });
+    const double chained =
+        imaged::bench::rawScan(data + "/log", &events, [&](const uint8_t* p, size_t n) {
+          unsigned int len = 0;
+          EVP_DigestInit_ex(ctx, sha256, nullptr);
+          EVP_DigestUpdate(ctx, hash, sizeof hash);
+          EVP_DigestUpdate(ctx, p, n);
+          EVP_DigestFinal_ex(ctx, hash, &len);
+        });
     EVP_MD_CTX_free(ctx);
     EVP_MD_free(sha256);
     report("audit.verify", "events/s", events / verifySeconds, "lmdb.cursor.scan+sha256", chained,
@@ -114,8 +85,8 @@ int main(int argc, char** argv) {
 
     const double replaySeconds = timeRun({bin, "replay", data});
     uint64_t touched = 0;
-    const double scan = rawScan(data + "/log", &events,
-                                [&](const uint8_t* p, size_t n) { touched += p[n - 1] + n; });
+    const double scan = imaged::bench::rawScan(
+        data + "/log", &events, [&](const uint8_t* p, size_t n) { touched += p[n - 1] + n; });
     report("audit.replay", "events/s", events / replaySeconds, "lmdb.cursor.scan", scan,
            "\"events\": " + std::to_string(events) + ", \"images\": " + std::to_string(images) +
                (touched == 0 ? ", \"empty\": true" : ""));

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_lmdb.h"
 #include "bench_util.h"
 #include "store/event_log.h"
 
@@ -82,31 +83,11 @@ double rawAppend(const std::string& path, uint64_t total, size_t batch, size_t v
 
 // Raw LMDB cursor scan touching every value's bytes. Returns values per second.
 double rawScan(const std::string& path, uint64_t* count) {
-  MDB_env* env;
-  mdb_env_create(&env);
-  mdb_env_set_maxdbs(env, 8);
-  if (mdb_env_open(env, path.c_str(), MDB_NOTLS | MDB_RDONLY, 0600) != 0) {
-    throw std::runtime_error("raw scan open");
-  }
-  MDB_txn* txn;
-  MDB_dbi dbi;
-  mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn);
-  mdb_dbi_open(txn, "events", 0, &dbi);
-  MDB_cursor* c;
-  mdb_cursor_open(txn, dbi, &c);
-  MDB_val k, v;
-  uint64_t n = 0, sum = 0;
-  Stopwatch sw;
-  for (int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
-       rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-    sum += static_cast<const uint8_t*>(v.mv_data)[v.mv_size - 1] + v.mv_size;  // touch the value
-    ++n;
-  }
-  const double rate = n / sw.seconds();
-  mdb_cursor_close(c);
-  mdb_txn_abort(txn);
-  mdb_env_close(env);
-  *count = n + (sum == 0 ? 1 : 0);
+  uint64_t sum = 0;
+  const double rate = imaged::bench::rawScan(path, count, [&](const uint8_t* p, size_t n) {
+    sum += p[n - 1] + n;  // touch the value
+  });
+  if (sum == 0) *count += 1;
   return rate;
 }
 
