@@ -485,27 +485,38 @@ std::vector<SnapshotCheck> checkSnapshots(const std::string& dir, const store::R
 Result<uint64_t> takeSnapshot(const std::string& dir, const store::EventLog& log, uint64_t sequence,
                               const std::function<void(const std::string&)>& warn) {
   Projection state;
-  store::Hash hash{};
   {
     auto txn = log.read();
     if (!txn.ok()) return txn.error();
     if (auto loaded = loadSnapshot(dir, **txn, sequence, INT64_MAX, warn)) {
       state = std::move(loaded->projection);
     }
+  }
+  // The events in slices, each in a read transaction of its own: a long one would hold off the
+  // writer's map growth (and pin old pages) for the whole replay.
+  constexpr uint64_t kSlice = 50'000;
+  store::Hash hash{};
+  while (true) {
+    auto txn = log.read();
+    if (!txn.ok()) return txn.error();
+    const uint64_t until = std::min(sequence, state.lastSequence() + kSlice);
     auto s = (*txn)->forEach(state.lastSequence() + 1, [&](const store::EventRef& e) {
-      if (e.sequence() > sequence) return false;
+      if (e.sequence() > until) return false;
       capnp::FlatArrayMessageReader reader(e.words());
       state.apply(reader.getRoot<schema::Event>());
       return true;
     });
     if (!s.ok()) return s.error();
-    if (state.lastSequence() != sequence) {
+    if (state.lastSequence() == sequence) {
+      auto h = eventHashAt(**txn, sequence);
+      if (!h.ok()) return h.error();
+      hash = *h;
+      break;
+    }
+    if (state.lastSequence() != until) {
       return Error{"E_NOT_FOUND", "the log has no event " + std::to_string(sequence)};
     }
-    auto h = eventHashAt(**txn, sequence);
-    if (!h.ok()) return h.error();
-    hash = *h;
-  }  // the read transaction ends before the (slow) write
+  }  // no read transaction during the (slow) write
   if (auto s = writeSnapshot(dir, state, hash); !s.ok()) return s.error();
   return sequence;
 }
