@@ -62,13 +62,12 @@ std::string key(const std::string& tenant, const std::string& name) {
   return tenant + "/" + name;
 }
 
-// `why` is a literal: its view stays valid.
-void cancelRunning(ImageState& image, int64_t time, std::string_view why) {
+void cancelRunning(ImageState& image, int64_t time, Text code, Text why) {
   for (BuildState& b : image.builds) {
     if (b.status != BuildStatus::kInProgress) continue;
     b.status = BuildStatus::kCancelled;
     b.endedAt = time;
-    b.errorCode = "E_SUPERSEDED";
+    b.errorCode = code;
     b.errorMessage = why;
   }
 }
@@ -125,12 +124,12 @@ void Projection::applyToImage(ImageState& image, const schema::Event::Reader& ev
       image.description = edited.getDescription();
       image.packages = texts(edited.getPackages());
       image.env = envOf<EnvVar>(edited.getEnv());
-      cancelRunning(image, time, "superseded by an edit");
+      cancelRunning(image, time, intern("E_SUPERSEDED"), intern("superseded by an edit"));
       return;
     }
     case schema::Payload::IMAGE_DELETED:
       image.deleted = true;
-      cancelRunning(image, time, "the image was deleted");
+      cancelRunning(image, time, intern("E_SUPERSEDED"), intern("the image was deleted"));
       if (auto it = names_.find(key(image.tenant, image.name));
           it != names_.end() && it->second.live == &image) {
         it->second.live = nullptr;
@@ -138,7 +137,7 @@ void Projection::applyToImage(ImageState& image, const schema::Event::Reader& ev
       return;
     case schema::Payload::BUILD_REQUESTED: {
       auto requested = payload.getBuildRequested();
-      cancelRunning(image, time, "superseded by a newer build");
+      cancelRunning(image, time, intern("E_SUPERSEDED"), intern("superseded by a newer build"));
       BuildState b;
       b.id = event.getSequence();
       b.number = static_cast<uint32_t>(image.builds.size() + 1);
@@ -184,8 +183,8 @@ void Projection::applyToImage(ImageState& image, const schema::Event::Reader& ev
           set.push_back(std::string(p.getName()) + "=" + std::string(p.getVersion()));
         }
         line->packages = &*packageSets_.insert(std::move(set)).first;
-        line->digest = r.getDigest();
-        line->sbomDigest = r.getSbomDigest();
+        line->digest = intern(r.getDigest().cStr());
+        line->sbomDigest = intern(r.getSbomDigest().cStr());
       } else {
         auto r = payload.getLineSkipped();
         line->status = LineStatus::kSkipped;
@@ -219,7 +218,7 @@ void Projection::applyToImage(ImageState& image, const schema::Event::Reader& ev
       if (!b || b->status != BuildStatus::kInProgress) return;
       b->status = BuildStatus::kCancelled;
       b->endedAt = time;
-      b->errorCode = "E_SUPERSEDED";
+      b->errorCode = intern("E_SUPERSEDED");
       b->errorMessage = intern(cancelled.getReason().cStr());
       return;
     }

@@ -29,23 +29,45 @@ enum class BuildStatus { kInProgress, kSucceeded, kFailed, kCancelled };
 // images resolve to one of a few sets, and the projection keeps one copy of each.
 using PackageSet = std::vector<std::string>;
 
-// Texts that many lines and builds share (line names, versions, codes, reasons, digests of the
-// catalog) are interned: one copy in the Projection, views everywhere else. Each view's text is
-// followed by a NUL, so it can be passed on as a C string.
-// An interned view as a C string (for Cap'n Proto setters).
+// Texts that many lines and builds share (line names, versions, codes, reasons, digests) are
+// interned: one copy in the Projection, an 8-byte handle everywhere else, which reads as a
+// string_view and, for Cap'n Proto setters, as a C string.
+class Text {
+ public:
+  Text() = default;
+  explicit Text(const std::string* s) : s_(s) {}
+  operator std::string_view() const { return s_ ? std::string_view(*s_) : std::string_view(); }
+  std::string_view view() const { return *this; }
+  const char* c_str() const { return s_ ? s_->c_str() : ""; }
+  std::string str() const { return s_ ? *s_ : std::string(); }
+  bool empty() const { return !s_ || s_->empty(); }
+  friend bool operator==(Text a, std::string_view b) { return a.view() == b; }
+  friend bool operator==(Text a, Text b) { return a.view() == b.view(); }
+  template <typename Stream>
+  friend auto operator<<(Stream& out, Text t) -> decltype(out << std::string_view()) {
+    return out << t.view();
+  }
+
+ private:
+  const std::string* s_ = nullptr;
+};
+
 inline const char* cstr(std::string_view interned) {
   return interned.empty() ? "" : interned.data();
 }
+inline const char* cstr(Text t) {
+  return t.c_str();
+}
 
 struct LineState {
-  std::string_view line;
-  std::string_view version;
+  Text line;
+  Text version;
   LineStatus status = LineStatus::kPending;
   const PackageSet* packages = &kNoPackages;  // when built; owned by the Projection
-  std::string_view code;                      // when skipped
-  std::string_view reason;                    // when skipped
-  std::string digest;                         // when built and written: the manifest's
-  std::string sbomDigest;                     // and the SPDX SBOM's
+  Text code;                                  // when skipped
+  Text reason;                                // when skipped
+  Text digest;                                // when built and written: the manifest's
+  Text sbomDigest;                            // and the SPDX SBOM's
 
   static const PackageSet kNoPackages;
 };
@@ -55,11 +77,11 @@ struct BuildState {
   uint32_t number = 0;  // 1-based within the image
   schema::BuildReason reason = schema::BuildReason::CREATED;
   BuildStatus status = BuildStatus::kInProgress;
-  bool started = false;            // BuildStarted recorded: `lines` and `catalogDigest` are set
-  std::string_view catalogDigest;  // requested against, then resolved against (shared)
+  bool started = false;  // BuildStarted recorded: `lines` and `catalogDigest` are set
+  Text catalogDigest;    // requested against, then resolved against
   int64_t requestedAt = 0, endedAt = 0;
   std::vector<LineState> lines;
-  std::string_view errorCode, errorMessage;  // when failed or cancelled
+  Text errorCode, errorMessage;  // when failed or cancelled
 };
 
 struct ImageState {
@@ -141,7 +163,7 @@ class Projection {
   std::set<PackageSet> packageSets_;              // every distinct resolved set, shared
   std::set<std::string, std::less<>> texts_;      // digests and reasons, shared
 
-  std::string_view intern(std::string_view text) { return *texts_.emplace(text).first; }
+  Text intern(std::string_view text) { return Text(&*texts_.emplace(text).first); }
   CatalogState catalog_;
 };
 

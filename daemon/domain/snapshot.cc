@@ -211,8 +211,8 @@ void Projection::save(schema::ProjectionSnapshot::Builder out) const {
         sl.setPackageSet(found == setIndex.end() ? 0 : found->second);
         sl.setCode(cstr(l.code));
         sl.setReason(cstr(l.reason));
-        sl.setDigest(l.digest);
-        sl.setSbomDigest(l.sbomDigest);
+        sl.setDigest(l.digest.c_str());
+        sl.setSbomDigest(l.sbomDigest.c_str());
       }
     }
   }
@@ -284,8 +284,8 @@ Projection Projection::load(schema::ProjectionSnapshot::Reader in) {
         if (set > 0) l.packages = sets[set - 1];
         l.code = p.intern(sl.getCode().cStr());
         l.reason = p.intern(sl.getReason().cStr());
-        l.digest = sl.getDigest();
-        l.sbomDigest = sl.getSbomDigest();
+        l.digest = p.intern(sl.getDigest().cStr());
+        l.sbomDigest = p.intern(sl.getSbomDigest().cStr());
         b.lines.push_back(std::move(l));
       }
       image.builds.push_back(std::move(b));

@@ -43,7 +43,7 @@ void fillLine(api::LineResult::Builder b, const LineState& l) {
   setTexts(b.initPackages(l.packages->size()), *l.packages);
   b.setCode(domain::cstr(l.code));
   b.setReason(domain::cstr(l.reason));
-  b.setDigest(l.digest);
+  b.setDigest(l.digest.c_str());
 }
 
 void fillBuild(api::Build::Builder b, const domain::BuildState& s) {
@@ -92,7 +92,8 @@ void fillImage(api::Image::Builder b, const ImageState& image, bool withBuilds) 
     tagList[i].setVersion(version);
     if (ok) {
       for (const LineState& l : ok->lines) {
-        if (l.version == version && l.status == LineStatus::kBuilt) tagList[i].setDigest(l.digest);
+        if (l.version == version && l.status == LineStatus::kBuilt)
+          tagList[i].setDigest(l.digest.c_str());
       }
     }
     ++i;
@@ -764,7 +765,7 @@ class ImagedImpl final : public api::Imaged::Server {
       for (const LineState& l : ok->lines) {
         if (l.line != wanted || l.status != LineStatus::kBuilt) continue;
         if (l.sbomDigest.empty()) return Error{"E_NOT_FOUND", "line " + wanted + " has no SBOM"};
-        auto spdx = service_.blobs()->read(l.sbomDigest);
+        auto spdx = service_.blobs()->read(l.sbomDigest.str());
         if (!spdx.ok()) return spdx.error();
         context.getResults().setLine(domain::cstr(l.line));
         context.getResults().setVersion(domain::cstr(l.version));
@@ -807,7 +808,7 @@ class ImagedImpl final : public api::Imaged::Server {
           v = it->second;
           if (const auto* ok = now->latestSuccessfulBuild()) {
             for (const LineState& l : ok->lines) {
-              if (l.status == LineStatus::kBuilt && l.version == v) d = l.digest;
+              if (l.status == LineStatus::kBuilt && l.version == v) d = l.digest.str();
             }
           }
         }
@@ -855,7 +856,7 @@ class ImagedImpl final : public api::Imaged::Server {
     ExportPlan plan;
     auto digestOf = [&](const std::string& version) -> std::string {
       for (const LineState& l : ok->lines) {
-        if (l.status == LineStatus::kBuilt && l.version == version) return l.digest;
+        if (l.status == LineStatus::kBuilt && l.version == version) return l.digest.str();
       }
       return "";
     };
