@@ -95,6 +95,7 @@ void Service::catchUp() {
 
 void Service::loadSnapshot() {
   if (options_.snapshotDir.empty() || options_.snapshotEvery == 0) return;
+  domain::removeSnapshotLeftovers(options_.snapshotDir);  // of a write a crash cut short
   auto txn = log_.read();
   if (!txn.ok()) return;  // catchUp() reports it
   auto loaded = domain::loadSnapshot(options_.snapshotDir, **txn, UINT64_MAX, INT64_MAX,

@@ -473,6 +473,15 @@ std::optional<LoadedSnapshot> loadSnapshot(const std::string& dir, const store::
   return std::nullopt;
 }
 
+void removeSnapshotLeftovers(const std::string& dir) {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.starts_with("projection-") && name.ends_with(".snap.tmp"))
+      fs::remove(entry.path(), ec);
+  }
+}
+
 std::vector<SnapshotCheck> checkSnapshots(const std::string& dir, const store::ReadTxn& txn) {
   std::vector<SnapshotCheck> out;
   for (const auto& [sequence, path] : listSnapshots(dir)) {

@@ -61,6 +61,10 @@ std::optional<LoadedSnapshot> loadSnapshot(const std::string& dir, const store::
                                            uint64_t maxSequence, int64_t maxTime,
                                            const std::function<void(const std::string&)>& warn);
 
+// Removes what a writer killed mid-write left in `dir` (temporary files). Only for the one
+// process that writes snapshots, before it writes any.
+void removeSnapshotLeftovers(const std::string& dir);
+
 // Every snapshot file in `dir`, newest first, checked against the log as loadSnapshot() checks
 // it (for audit tools: which snapshots would be used and why others would not).
 struct SnapshotCheck {

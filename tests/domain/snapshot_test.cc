@@ -195,6 +195,19 @@ TEST(Snapshot, ASnapshotTakenFromTheFilesEqualsTheReplayAndBuildsOnTheLastOne) {
       takeSnapshot(dir.sub("snap"), h.log(), h.last() + 1, [](const std::string&) {}).ok());
 }
 
+TEST(Snapshot, WhatAWriterKilledMidWriteLeftIsRemovedAndNothingElse) {
+  TempDir dir;
+  History h(dir.sub("log"));
+  ASSERT_TRUE(writeSnapshot(dir.sub("snap"), h.replay(3), hashAt(h, 3)).ok());
+  testing::writeFile(dir.sub("snap/projection-00000000000000000009.snap.tmp"), "half");
+  testing::writeFile(dir.sub("snap/notes.txt"), "mine");
+  removeSnapshotLeftovers(dir.sub("snap"));
+  EXPECT_FALSE(fs::exists(dir.sub("snap/projection-00000000000000000009.snap.tmp")));
+  EXPECT_TRUE(fs::exists(dir.sub("snap/notes.txt")));
+  std::vector<std::string> warnings;
+  EXPECT_EQ(load(h, dir.sub("snap"), warnings)->projection.lastSequence(), 3u);
+}
+
 TEST(Snapshot, OnlyTheNewestSnapshotsAreKept) {
   TempDir dir;
   History h(dir.sub("log"));
