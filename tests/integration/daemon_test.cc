@@ -546,6 +546,27 @@ TEST_F(DaemonTest, JsonLogsAreOneObjectPerLineWithARequestLine) {
   EXPECT_EQ(buildEnds, 1);
 }
 
+// Blobs larger than the socket's buffer, in 4 MiB pieces: the answers are sent partly at once
+// and partly as the client drains the socket, and the client checks every digest.
+TEST_F(DaemonTest, ALargeImageTravelsThroughTheSocketIntact) {
+  ProcessResult made =
+      runProcess({"python3", std::string(IMAGED_SOURCE_DIR) + "/bench/make_big_catalog.py",
+                  dir.sub("big"), "2", "6"});
+  ASSERT_EQ(made.code, 0) << made.err;
+  start(dir.sub("big"));
+  ASSERT_EQ(ctl({"create", "big", "--starter", "big", "--wait"}).code, 0);
+  ProcessResult exported = ctl({"export", "big", dir.sub("oci")});
+  ASSERT_EQ(exported.code, 0) << exported.err;
+  uintmax_t largest = 0;
+  for (const auto& e : fs::directory_iterator(dir.sub("oci/blobs/sha256")))
+    largest = std::max(largest, e.file_size());
+  EXPECT_GT(largest, uintmax_t{4} << 20) << "a blob of more than one piece";
+  if (::system("command -v skopeo >/dev/null") == 0) {
+    ProcessResult inspect = runProcess({"skopeo", "inspect", "oci:" + dir.sub("oci") + ":latest"});
+    EXPECT_EQ(inspect.code, 0) << inspect.err;
+  }
+}
+
 TEST_F(DaemonTest, ExportWritesALayoutThatSkopeoAndUmociRead) {
   if (::system("command -v skopeo >/dev/null && command -v umoci >/dev/null") != 0) {
     GTEST_SKIP() << "needs skopeo and umoci";
