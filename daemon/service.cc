@@ -167,6 +167,19 @@ void Service::execute(Result<store::AppendRequest> plan, Done done) {
                    });
 }
 
+void Service::executeLatest(Plan plan, Done done, int replans) {
+  Result<store::AppendRequest> request = plan();
+  execute(std::move(request), [this, plan = std::move(plan), done = std::move(done),
+                               replans](Result<store::AppendResult> r) mutable {
+    if (r.ok() || replans <= 0 || r.error().code != "E_VERSION_CONFLICT") {
+      done(std::move(r));
+      return;
+    }
+    catchUp();  // the events that moved the version on
+    executeLatest(std::move(plan), std::move(done), replans - 1);
+  });
+}
+
 uint64_t Service::addObserver(Observer observer) {
   observers_[nextObserver_] = std::move(observer);
   return nextObserver_++;
@@ -516,13 +529,17 @@ void Service::recordCatalog(const std::string& why, bool waitForIt) {
       logger_->info("starter {} changed: rebuilding {}/{}", image->starter, image->tenant,
                     image->name);
       domain::Caller system{"", 0, "imaged"};
-      execute(domain::planRebuild(projection_, *catalog_, system, *image,
-                                  schema::BuildReason::CATALOG_CHANGED, 0),
-              [this, name = image->name](Result<store::AppendResult> rr) {
-                if (!rr.ok())
-                  logger_->warn("rebuild of {} after a catalog change: {}", name,
-                                rr.error().message);
-              });
+      executeLatest(
+          [this, system, stream = image->streamId]() -> Result<store::AppendRequest> {
+            const domain::ImageState* now = projection_.byStream(stream);
+            if (!now || now->deleted) return Error{"E_NOT_FOUND", "the image was deleted"};
+            return domain::planRebuild(projection_, *catalog_, system, *now,
+                                       schema::BuildReason::CATALOG_CHANGED, 0);
+          },
+          [this, name = image->name](Result<store::AppendResult> rr) {
+            if (!rr.ok())
+              logger_->warn("rebuild of {} after a catalog change: {}", name, rr.error().message);
+          });
     }
   };
   if (waitForIt) {

@@ -74,6 +74,14 @@ class Service {
   // with the plan's or the store's error).
   void execute(Result<store::AppendRequest> plan, Done done);
 
+  // The same for a plan made against the projection with the image's current version as the
+  // expected one: when other events of the image (its running build's, above all) land first
+  // and the store refuses that version, it catches up and plans again, up to `replans` times.
+  // For requests whose caller named no expected version, and for the daemon's own.
+  using Plan = std::function<Result<store::AppendRequest>()>;
+  static constexpr int kReplans = 8;
+  void executeLatest(Plan plan, Done done, int replans = kReplans);
+
   // Reloads the catalog from its directory: on success records CatalogLoaded (when changed) and
   // rebuilds the live images whose starter's lines or production versions changed; on failure
   // keeps the catalog in force and returns why.

@@ -463,7 +463,7 @@ class ImagedImpl final : public api::Imaged::Server {
     }
     return write(
         "createImage", context,
-        [&]() {
+        [this, context]() mutable {
           auto params = context.getParams();
           return domain::planCreate(service_.projection(), *service_.catalog(), *caller_,
                                     specOf(params.getSpec()), params.getIdempotencyKey());
@@ -537,7 +537,7 @@ class ImagedImpl final : public api::Imaged::Server {
   kj::Promise<void> editImage(EditImageContext context) override {
     return write(
         "editImage", context,
-        [&]() {
+        [this, context]() mutable {
           auto params = context.getParams();
           auto e = params.getEdit();
           domain::EditRequest edit;
@@ -557,7 +557,7 @@ class ImagedImpl final : public api::Imaged::Server {
   kj::Promise<void> rebuildImage(RebuildImageContext context) override {
     return write(
         "rebuildImage", context,
-        [&]() -> Result<store::AppendRequest> {
+        [this, context]() mutable -> Result<store::AppendRequest> {
           auto image =
               domain::findImage(service_.projection(), *caller_, context.getParams().getName());
           if (!image.ok()) return image.error();
@@ -571,7 +571,7 @@ class ImagedImpl final : public api::Imaged::Server {
   kj::Promise<void> deleteImage(DeleteImageContext context) override {
     return write(
         "deleteImage", context,
-        [&]() {
+        [this, context]() mutable {
           return domain::planDelete(service_.projection(), *caller_, context.getParams().getName(),
                                     context.getParams().getExpectedVersion());
         },
@@ -939,16 +939,17 @@ class ImagedImpl final : public api::Imaged::Server {
       logCall(method, start, "E_PERMISSION_DENIED");
       return kj::READY_NOW;
     }
-    Result<store::AppendRequest> request = plan();
-    using Appended = std::shared_ptr<Result<store::AppendResult>>;  // see reloadCatalog
-    auto paf = kj::newPromiseAndFulfiller<Appended>();
-    auto fulfiller =
-        std::make_shared<kj::Own<kj::PromiseFulfiller<Appended>>>(kj::mv(paf.fulfiller));
-    service_.execute(std::move(request), [fulfiller](Result<store::AppendResult> r) {
-      (*fulfiller)->fulfill(std::make_shared<Result<store::AppendResult>>(std::move(r)));
-    });
-    return paf.promise.then(
-        [this, context, method, start, fill = kj::fwd<Fill>(fill)](Appended r) mutable {
+    // A request without an expected version means "whatever the image's version is": when
+    // other events of the image (its build's progress, above all) land between the plan and
+    // the append, the store refuses the plan's version, and the request is planned again on
+    // the newer state instead of failing with a conflict the caller never asked for.
+    bool callerExpects = false;
+    if constexpr (requires { context.getParams().getExpectedVersion(); }) {
+      callerExpects = context.getParams().getExpectedVersion() != 0;
+    }
+    return attempt(kj::fwd<Plan>(plan), callerExpects ? 0 : Service::kReplans)
+        .then([this, context, method, start,
+               fill = kj::fwd<Fill>(fill)](std::shared_ptr<Result<store::AppendResult>> r) mutable {
           if (r->ok()) {
             fill(**r);
           } else {
@@ -956,6 +957,23 @@ class ImagedImpl final : public api::Imaged::Server {
           }
           logCall(method, start, r->ok() ? "" : r->error().code);
         });
+  }
+
+  // Plans and appends; a plan made on a version that other events moved on is made again
+  // (Service::executeLatest) `replans` times at most.
+  template <typename Plan>
+  kj::Promise<std::shared_ptr<Result<store::AppendResult>>> attempt(Plan plan, int replans) {
+    using Appended = std::shared_ptr<Result<store::AppendResult>>;  // see reloadCatalog
+    auto paf = kj::newPromiseAndFulfiller<Appended>();
+    auto fulfiller =
+        std::make_shared<kj::Own<kj::PromiseFulfiller<Appended>>>(kj::mv(paf.fulfiller));
+    service_.executeLatest(
+        [plan = kj::mv(plan)]() mutable { return plan(); },
+        [fulfiller](Result<store::AppendResult> r) {
+          (*fulfiller)->fulfill(std::make_shared<Result<store::AppendResult>>(std::move(r)));
+        },
+        replans);
+    return kj::mv(paf.promise);
   }
 
   Service& service_;

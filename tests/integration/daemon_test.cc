@@ -649,6 +649,33 @@ TEST_F(DaemonTest, SharedLayersAreStoredOnceAndUnreferencedBlobsAreCollected) {
   EXPECT_EQ(ctl({"export", "a", dir.sub("layout")}).code, 0);
 }
 
+// The build's own events move the image's version on while it runs; an edit, rebuild or delete
+// that names no expected version applies to whatever version the image has by then.
+TEST_F(DaemonTest, WritesWithoutAnExpectedVersionAreNotRefusedBecauseABuildMovedOn) {
+  start(kSample, {}, {{"IMAGED_TEST_LINE_DELAY_MS", "5"}});
+  ASSERT_EQ(ctl({"create", "web", "--starter", "python"}).code, 0);
+  auto c = connect();
+  ASSERT_NE(c, nullptr);
+  for (int i = 0; i < 40; ++i) {
+    client::ImageEdit edit;
+    edit.setEnv = {{"ROUND", std::to_string(i)}};
+    auto r = c->edit("web", edit);
+    ASSERT_TRUE(r.ok()) << "edit " << i << ": " << r.error().code << " " << r.error().message;
+    if (i % 10 == 9) {
+      auto rb = c->rebuild("web");
+      ASSERT_TRUE(rb.ok()) << rb.error().code << " " << rb.error().message;
+    }
+  }
+  ASSERT_EQ(ctl({"wait", "web"}).code, 0);
+  EXPECT_EQ(ctlJson({"show", "web"})["env"]["ROUND"], "39");
+  // With an expected version, a version that moved on is still a conflict.
+  client::ImageEdit stale;
+  stale.setEnv = {{"ROUND", "x"}};
+  auto refused = c->edit("web", stale, 1);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().code, "E_VERSION_CONFLICT");
+}
+
 TEST_F(DaemonTest, AnEditSupersedesTheRunningBuild) {
   start(kSample, {}, {{"IMAGED_TEST_LINE_DELAY_MS", "700"}});
   ASSERT_EQ(ctl({"create", "web", "--starter", "python"}).code, 0);
