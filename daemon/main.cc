@@ -1,7 +1,9 @@
 // imaged: the daemon. Reading main() shows the whole program: it builds each component and
 // hands it its dependencies.
+#include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
+#include <sys/file.h>
 #include <sys/types.h>
 #include <unistd.h>
 
@@ -96,6 +98,33 @@ std::shared_ptr<spdlog::logger> makeLogger(const std::string& format, const std:
   return logger;
 }
 
+// Takes DATA_DIR/imaged.lock for the life of the process (the kernel lets it go however the
+// process ends), so that a second daemon on the same data directory refuses to start: two
+// would both run every build and collect each other's blobs. The file holds the owner's pid.
+imaged::Status lockDataDir(const std::string& dataDir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dataDir, ec);
+  if (ec) return imaged::Error{"E_STORAGE", "cannot create " + dataDir + ": " + ec.message()};
+  const std::string path = (std::filesystem::path(dataDir) / "imaged.lock").string();
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return imaged::Error{"E_STORAGE", "cannot open " + path + ": " + strerror(errno)};
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    char pid[32] = {};
+    const ssize_t n = ::pread(fd, pid, sizeof pid - 1, 0);
+    ::close(fd);
+    std::string owner = n > 0 ? std::string(pid, static_cast<size_t>(n)) : "";
+    while (!owner.empty() && (owner.back() == '\n' || owner.back() == ' ')) owner.pop_back();
+    return imaged::Error{"E_UNAVAILABLE", "another imaged" +
+                                              (owner.empty() ? "" : " (pid " + owner + ")") +
+                                              " is using the data directory " + dataDir};
+  }
+  const std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+    // The lock is what counts; the pid is only for the message above.
+  }
+  return imaged::Ok{};  // fd stays open: the lock lasts as long as the process
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -145,6 +174,8 @@ int main(int argc, char** argv) {
     if (!g) return fail("no group named " + socketGroup);
     socketGid = g->gr_gid;
   }
+
+  if (auto s = lockDataDir(dataDir); !s.ok()) return fail(s.error().message);
 
   imaged::store::EventLog::Options storeOptions;
   storeOptions.path = (std::filesystem::path(dataDir) / "log").string();

@@ -989,6 +989,22 @@ TEST_F(DaemonTest, ACorruptPackageFileFailsOnlyTheLinesThatUseIt) {
   EXPECT_EQ(ctlJson({"builds", "web"})[1]["lines"][1]["code"], "E_PACKAGE_MISSING");
 }
 
+TEST_F(DaemonTest, ASecondDaemonOnTheSameDataDirectoryRefusesToStart) {
+  start();
+  ProcessResult second = runProcess({IMAGED_BIN, "--catalog", kSample, "--data-dir",
+                                     dir.sub("data"), "--socket", dir.sub("other.sock")});
+  EXPECT_NE(second.code, 0);
+  EXPECT_NE(second.err.find("is using the data directory"), std::string::npos) << second.err;
+  EXPECT_NE(second.err.find("(pid "), std::string::npos) << second.err;
+  EXPECT_FALSE(fs::exists(dir.sub("other.sock")));
+  // The first one serves on; once it is gone (even killed), the directory is free again.
+  EXPECT_EQ(ctl({"list"}).code, 0);
+  daemon->signal(SIGKILL);
+  daemon->wait();
+  restart();
+  EXPECT_EQ(ctl({"list"}).code, 0);
+}
+
 TEST_F(DaemonTest, ImagectlWithoutADaemonExitsThree) {
   ProcessResult r = ctl({"list"});
   EXPECT_EQ(r.code, 3);
