@@ -129,22 +129,17 @@ int replay(const std::string& dataDir, uint64_t until, const std::string& at, bo
   auto log = openLog(dataDir);
   auto txn = log->read();
   if (!txn.ok()) return 3;
+  // The point to replay to: a sequence, a time, or the end.
+  const uint64_t lastSequence = until ? until : UINT64_MAX;
+  const int64_t lastTime = atTime ? *atTime : INT64_MAX;
   Projection state;
   if (useSnapshot) {
     auto loaded = imaged::domain::loadSnapshot(
-        (std::filesystem::path(dataDir) / "snapshots").string(), **txn, until ? until : UINT64_MAX,
-        atTime ? *atTime : INT64_MAX,
+        (std::filesystem::path(dataDir) / "snapshots").string(), **txn, lastSequence, lastTime,
         [](const std::string& why) { std::fprintf(stderr, "warning: %s\n", why.c_str()); });
     if (loaded) state = std::move(loaded->projection);
   }
-  auto s = (*txn)->forEach(state.lastSequence() + 1, [&](const imaged::store::EventRef& e) {
-    if (until && e.sequence() > until) return false;
-    capnp::FlatArrayMessageReader reader(e.words());
-    auto event = reader.getRoot<imaged::schema::Event>();
-    if (atTime && event.getTime() > *atTime) return false;
-    state.apply(event);
-    return true;
-  });
+  auto s = imaged::domain::applyLog(**txn, state, lastSequence, lastTime);
   if (!s.ok()) {
     std::fprintf(stderr, "error[%s]: %s\n", s.error().code.c_str(), s.error().message.c_str());
     return 1;

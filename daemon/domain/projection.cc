@@ -58,10 +58,6 @@ using schema_lists::setEnv;
 using schema_lists::setTexts;
 using schema_lists::texts;
 
-std::string key(const std::string& tenant, const std::string& name) {
-  return tenant + "/" + name;
-}
-
 void cancelRunning(ImageState& image, int64_t time, Text code, Text why) {
   for (BuildState& b : image.builds) {
     if (b.status != BuildStatus::kInProgress) continue;
@@ -103,7 +99,7 @@ void Projection::apply(const schema::Event::Reader& event) {
     image.env = envOf<EnvVar>(created.getEnv());
     image.version = event.getStreamVersion();
     if (event.getIdempotencyKey().size() > 0) createdBy_[event.getIdempotencyKey()] = streamId;
-    Name& n = names_[key(image.tenant, image.name)];
+    Name& n = names_[nameKey(image.tenant, image.name)];
     n.incarnations += 1;
     ImageState& stored = streams_[streamId] = std::move(image);
     n.live = &stored;
@@ -130,7 +126,7 @@ void Projection::applyToImage(ImageState& image, const schema::Event::Reader& ev
     case schema::Payload::IMAGE_DELETED:
       image.deleted = true;
       cancelRunning(image, time, intern("E_SUPERSEDED"), intern("the image was deleted"));
-      if (auto it = names_.find(key(image.tenant, image.name));
+      if (auto it = names_.find(nameKey(image.tenant, image.name));
           it != names_.end() && it->second.live == &image) {
         it->second.live = nullptr;
       }
@@ -227,8 +223,12 @@ void Projection::applyToImage(ImageState& image, const schema::Event::Reader& ev
   }
 }
 
+std::string Projection::nameKey(const std::string& tenant, const std::string& name) {
+  return tenant + "/" + name;
+}
+
 const ImageState* Projection::find(const std::string& tenant, const std::string& name) const {
-  auto it = names_.find(key(tenant, name));
+  auto it = names_.find(nameKey(tenant, name));
   return it == names_.end() ? nullptr : it->second.live;
 }
 
@@ -256,7 +256,7 @@ std::vector<const ImageState*> Projection::liveImages() const {
 }
 
 std::string Projection::nextStreamId(const std::string& tenant, const std::string& name) const {
-  auto it = names_.find(key(tenant, name));
+  auto it = names_.find(nameKey(tenant, name));
   const uint32_t n = (it == names_.end() ? 0 : it->second.incarnations) + 1;
   return "image/" + tenant + "/" + name + "/" + std::to_string(n);
 }

@@ -150,6 +150,8 @@ class Projection {
 
  private:
   void applyToImage(ImageState& image, const schema::Event::Reader& event);
+  // The key of names_: "tenant/name".
+  static std::string nameKey(const std::string& tenant, const std::string& name);
 
   uint64_t lastSequence_ = 0;
   int64_t lastTime_ = 0;

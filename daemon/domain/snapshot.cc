@@ -30,10 +30,6 @@ using schema_lists::texts;
 
 constexpr uint32_t kFormat = 1;
 
-std::string key(const std::string& tenant, const std::string& name) {
-  return tenant + "/" + name;
-}
-
 constexpr char kMagic[] = "imaged-snapshot\n";
 constexpr size_t kMagicSize = sizeof kMagic - 1;
 constexpr size_t kHeaderSize = kMagicSize + store::kHashSize;
@@ -294,7 +290,7 @@ Projection Projection::load(schema::ProjectionSnapshot::Reader in) {
     auto [it, added] = p.streams_.emplace(streamId, std::move(image));
     KJ_REQUIRE(added, "an image stream appears twice in the snapshot");
     if (!it->second.deleted) {
-      Name& n = p.names_[key(it->second.tenant, it->second.name)];
+      Name& n = p.names_[Projection::nameKey(it->second.tenant, it->second.name)];
       KJ_REQUIRE(n.live == nullptr, "two live images have one name in the snapshot");
       n.live = &it->second;
     }
@@ -311,20 +307,38 @@ Projection Projection::load(schema::ProjectionSnapshot::Reader in) {
 // ---------------------------------------------------------------------------------------------
 // Files
 
-kj::Array<capnp::word> encodeSnapshot(const Projection& projection, const store::Hash& eventHash) {
-  capnp::MallocMessageBuilder builder;
+namespace {
+
+void fill(capnp::MallocMessageBuilder& builder, const Projection& projection,
+          const store::Hash& eventHash) {
   auto root = builder.initRoot<schema::ProjectionSnapshot>();
   projection.save(root);
   root.setEventHash(kj::arrayPtr(eventHash.data(), eventHash.size()));
+}
+
+}  // namespace
+
+Status applyLog(const store::ReadTxn& txn, Projection& state, uint64_t until, int64_t maxTime) {
+  return txn.forEach(state.lastSequence() + 1, [&](const store::EventRef& e) {
+    if (e.sequence() > until) return false;
+    capnp::FlatArrayMessageReader reader(e.words());
+    auto event = reader.getRoot<schema::Event>();
+    if (event.getTime() > maxTime) return false;
+    state.apply(event);
+    return true;
+  });
+}
+
+kj::Array<capnp::word> encodeSnapshot(const Projection& projection, const store::Hash& eventHash) {
+  capnp::MallocMessageBuilder builder;
+  fill(builder, projection, eventHash);
   return capnp::messageToFlatArray(builder);
 }
 
 Status writeSnapshot(const std::string& dir, const Projection& projection,
                      const store::Hash& eventHash, size_t keep) {
   capnp::MallocMessageBuilder builder;
-  auto root = builder.initRoot<schema::ProjectionSnapshot>();
-  projection.save(root);
-  root.setEventHash(kj::arrayPtr(eventHash.data(), eventHash.size()));
+  fill(builder, projection, eventHash);
   // The flat form is the segment table, then the segments: written straight from the builder
   // (no flat copy of a possibly large message) and hashed on the way.
   auto segments = builder.getSegmentsForOutput();
@@ -509,13 +523,7 @@ Result<uint64_t> takeSnapshot(const std::string& dir, const store::EventLog& log
     auto txn = log.read();
     if (!txn.ok()) return txn.error();
     const uint64_t until = std::min(sequence, state.lastSequence() + kSlice);
-    auto s = (*txn)->forEach(state.lastSequence() + 1, [&](const store::EventRef& e) {
-      if (e.sequence() > until) return false;
-      capnp::FlatArrayMessageReader reader(e.words());
-      state.apply(reader.getRoot<schema::Event>());
-      return true;
-    });
-    if (!s.ok()) return s.error();
+    if (auto s = applyLog(**txn, state, until); !s.ok()) return s.error();
     if (state.lastSequence() == sequence) {
       auto h = eventHashAt(**txn, sequence);
       if (!h.ok()) return h.error();

@@ -45,6 +45,11 @@ Status writeSnapshot(const std::string& dir, const Projection& projection,
 Result<uint64_t> takeSnapshot(const std::string& dir, const store::EventLog& log, uint64_t sequence,
                               const std::function<void(const std::string&)>& warn);
 
+// Applies the log's events after the projection's position, in order, up to `until` and
+// stopping before the first event later than `maxTime` (what replay to a point in time means).
+Status applyLog(const store::ReadTxn& txn, Projection& state, uint64_t until = UINT64_MAX,
+                int64_t maxTime = INT64_MAX);
+
 // The hash the log holds for the event at `sequence`.
 Result<store::Hash> eventHashAt(const store::ReadTxn& txn, uint64_t sequence);
 

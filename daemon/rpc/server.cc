@@ -947,9 +947,18 @@ class ImagedImpl final : public api::Imaged::Server {
     if constexpr (requires { context.getParams().getExpectedVersion(); }) {
       callerExpects = context.getParams().getExpectedVersion() != 0;
     }
-    return attempt(kj::fwd<Plan>(plan), callerExpects ? 0 : Service::kReplans)
-        .then([this, context, method, start,
-               fill = kj::fwd<Fill>(fill)](std::shared_ptr<Result<store::AppendResult>> r) mutable {
+    using Appended = std::shared_ptr<Result<store::AppendResult>>;  // see reloadCatalog
+    auto paf = kj::newPromiseAndFulfiller<Appended>();
+    auto fulfiller =
+        std::make_shared<kj::Own<kj::PromiseFulfiller<Appended>>>(kj::mv(paf.fulfiller));
+    service_.executeLatest(
+        kj::fwd<Plan>(plan),
+        [fulfiller](Result<store::AppendResult> r) {
+          (*fulfiller)->fulfill(std::make_shared<Result<store::AppendResult>>(std::move(r)));
+        },
+        callerExpects ? 0 : Service::kReplans);
+    return paf.promise.then(
+        [this, context, method, start, fill = kj::fwd<Fill>(fill)](Appended r) mutable {
           if (r->ok()) {
             fill(**r);
           } else {
@@ -957,23 +966,6 @@ class ImagedImpl final : public api::Imaged::Server {
           }
           logCall(method, start, r->ok() ? "" : r->error().code);
         });
-  }
-
-  // Plans and appends; a plan made on a version that other events moved on is made again
-  // (Service::executeLatest) `replans` times at most.
-  template <typename Plan>
-  kj::Promise<std::shared_ptr<Result<store::AppendResult>>> attempt(Plan plan, int replans) {
-    using Appended = std::shared_ptr<Result<store::AppendResult>>;  // see reloadCatalog
-    auto paf = kj::newPromiseAndFulfiller<Appended>();
-    auto fulfiller =
-        std::make_shared<kj::Own<kj::PromiseFulfiller<Appended>>>(kj::mv(paf.fulfiller));
-    service_.executeLatest(
-        [plan = kj::mv(plan)]() mutable { return plan(); },
-        [fulfiller](Result<store::AppendResult> r) {
-          (*fulfiller)->fulfill(std::make_shared<Result<store::AppendResult>>(std::move(r)));
-        },
-        replans);
-    return kj::mv(paf.promise);
   }
 
   Service& service_;
