@@ -5,6 +5,7 @@
 #include <kj/io.h>
 #include <lmdb.h>
 
+#include <pthread.h>
 #include <sys/resource.h>
 #include <sys/statvfs.h>
 #include <algorithm>
@@ -12,6 +13,8 @@
 #include <cstring>
 #include <filesystem>
 #include <future>
+#include <optional>
+#include <unordered_map>
 #include <utility>
 
 namespace imaged::store {
@@ -23,7 +26,8 @@ constexpr char kStreamsDb[] = "streams";
 constexpr char kIdempotencyDb[] = "idempotency";
 constexpr char kMetaDb[] = "meta";
 constexpr std::string_view kMetaFormat = "format";
-constexpr std::string_view kMetaHead = "head";  // u64 BE sequence ‖ 32-byte hash
+constexpr std::string_view kMetaHead = "head";        // u64 BE sequence ‖ 32-byte hash
+constexpr std::string_view kMetaIndexed = "indexed";  // u64 BE: events up to here are in streams
 
 // An LMDB failure while staging a batch; caught by the writer, which aborts the transaction.
 struct LmdbFailure {
@@ -56,8 +60,47 @@ bool isAligned(const void* p) {
   return reinterpret_cast<uintptr_t>(p) % sizeof(capnp::word) == 0;
 }
 
-// The last version of `streamId` visible in `txn` (0: none).
-uint64_t lastStreamVersion(MDB_txn* txn, MDB_dbi dbi, std::string_view streamId) {
+// A damaged `streams` entry met while staging a batch; the writer fails the batch with it.
+struct CorruptIndex {
+  std::string message;
+};
+
+// One `streams` entry: versions firstVersion .. firstVersion + count - 1 of a stream, stored at
+// sequences firstSequence .. firstSequence + count - 1.
+struct StreamRun {
+  uint64_t firstVersion = 0;
+  uint64_t firstSequence = 0;
+  uint64_t count = 0;
+  uint64_t lastVersion() const { return firstVersion + count - 1; }
+};
+
+// Decodes the `streams` entry under the cursor when it belongs to `streamId`; nullopt when the
+// key is another stream's. Throws CorruptIndex for a value of the wrong size.
+std::optional<StreamRun> decodeRun(const MDB_val& key, const MDB_val& data,
+                                   std::string_view streamId) {
+  const size_t prefix = streamId.size() + 1;
+  const auto* k = static_cast<const char*>(key.mv_data);
+  if (key.mv_size != prefix + 8 || std::memcmp(k, streamId.data(), streamId.size()) != 0 ||
+      k[streamId.size()] != '\0') {
+    return std::nullopt;
+  }
+  StreamRun run;
+  run.firstVersion = decodeU64(k + prefix);
+  if (data.mv_size == 8) {  // one event (every entry of a format-1 store)
+    run.firstSequence = decodeU64(data.mv_data);
+    run.count = 1;
+  } else if (data.mv_size == 16) {
+    run.firstSequence = decodeU64(data.mv_data);
+    run.count = decodeU64(static_cast<const char*>(data.mv_data) + 8);
+  }
+  if (run.count == 0 || run.firstVersion == 0 || run.firstSequence == 0) {
+    throw CorruptIndex{"a streams entry of " + std::string(streamId) + " is damaged"};
+  }
+  return run;
+}
+
+// The last version of `streamId` in the `streams` index of `txn` (0: none).
+uint64_t lastIndexedVersion(MDB_txn* txn, MDB_dbi dbi, std::string_view streamId) {
   MDB_cursor* cursor = nullptr;
   check(mdb_cursor_open(txn, dbi, &cursor));
   std::unique_ptr<MDB_cursor, void (*)(MDB_cursor*)> guard(cursor, mdb_cursor_close);
@@ -75,11 +118,74 @@ uint64_t lastStreamVersion(MDB_txn* txn, MDB_dbi dbi, std::string_view streamId)
   }
   if (rc == MDB_NOTFOUND) return 0;
   check(rc);
-  const size_t prefix = streamId.size() + 1;
-  if (key.mv_size != prefix + 8) return 0;
-  const auto* k = static_cast<const char*>(key.mv_data);
-  if (std::memcmp(k, streamId.data(), streamId.size()) != 0 || k[streamId.size()] != '\0') return 0;
-  return decodeU64(k + prefix);
+  auto run = decodeRun(key, data, streamId);
+  return run ? run->lastVersion() : 0;
+}
+
+struct StringHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+
+}  // namespace
+
+struct StreamTail {
+  std::unordered_map<std::string, std::vector<StreamRun>, StringHash, std::equal_to<>> streams;
+  uint64_t events = 0;
+
+  // Versions `version` .. + count - 1 of the stream, at sequences from `sequence`.
+  void add(std::string_view streamId, uint64_t version, uint64_t sequence, uint64_t count) {
+    auto it = streams.find(streamId);
+    if (it == streams.end()) it = streams.emplace(std::string(streamId), 0).first;
+    auto& runs = it->second;
+    if (!runs.empty() && runs.back().lastVersion() + 1 == version &&
+        runs.back().firstSequence + runs.back().count == sequence) {
+      runs.back().count += count;  // continues the last run
+    } else {
+      runs.push_back(StreamRun{version, sequence, count});
+    }
+    events += count;
+  }
+
+  void merge(const StreamTail& later) {
+    for (const auto& [id, runs] : later.streams) {
+      for (const auto& r : runs) add(id, r.firstVersion, r.firstSequence, r.count);
+    }
+  }
+
+  const std::vector<StreamRun>* find(std::string_view streamId) const {
+    auto it = streams.find(streamId);
+    return it == streams.end() ? nullptr : &it->second;
+  }
+
+  uint64_t lastVersion(std::string_view streamId) const {
+    const auto* runs = find(streamId);
+    return runs ? runs->back().lastVersion() : 0;
+  }
+
+  void clear() {
+    streams.clear();
+    events = 0;
+  }
+};
+
+namespace {
+
+// Reads the stream and version of every event after `after` in `txn` into `out`. A record that
+// does not decode is in no stream: it is left out here, as it cannot be read as an event
+// anyway, and verify() names it. (Refusing the whole log for it would stop every append.)
+Status collectTail(const ReadTxn& txn, uint64_t after, StreamTail* out) {
+  return txn.forEach(after + 1, [&](const EventRef& e) {
+    try {
+      capnp::FlatArrayMessageReader reader(e.words());
+      auto ev = reader.getRoot<schema::Event>();
+      auto id = ev.getStreamId();
+      const uint64_t version = ev.getStreamVersion();
+      if (version > 0) out->add(std::string_view(id.begin(), id.size()), version, e.sequence(), 1);
+    } catch (const kj::Exception&) {
+    }
+    return true;
+  });
 }
 
 Status validate(const AppendRequest& r) {
@@ -180,16 +286,39 @@ ReadTxn::ReadTxn(const EventLog& log, std::shared_lock<std::shared_mutex> lock, 
     lastSequence_ = decodeU64(data.mv_data);
     std::memcpy(head_.data(), static_cast<const uint8_t*>(data.mv_data) + 8, kHashSize);
   }
+  // No `indexed` (a format-1 store): every event is in the index.
+  indexed_ = lastSequence_;
+  key = val(kMetaIndexed);
+  if (mdb_get(txn_, log_.metaDbi_, &key, &data) == MDB_SUCCESS && data.mv_size == 8) {
+    indexed_ = std::min(decodeU64(data.mv_data), lastSequence_);
+  }
 }
 
 ReadTxn::~ReadTxn() {
   mdb_txn_abort(txn_);
 }
 
+Result<const StreamTail*> ReadTxn::tail() const {
+  if (!tail_) {
+    auto t = std::make_unique<StreamTail>();
+    if (indexed_ < lastSequence_) {
+      if (auto s = collectTail(*this, indexed_, t.get()); !s.ok()) return s.error();
+    }
+    tail_ = std::move(t);
+  }
+  return tail_.get();
+}
+
 uint64_t ReadTxn::streamVersion(std::string_view streamId) const {
   try {
-    return lastStreamVersion(txn_, log_.streamsDbi_, streamId);
+    auto t = tail();
+    if (t.ok()) {
+      if (uint64_t v = (*t)->lastVersion(streamId); v > 0) return v;
+    }
+    return lastIndexedVersion(txn_, log_.streamsDbi_, streamId);
   } catch (const LmdbFailure&) {
+    return 0;
+  } catch (const CorruptIndex&) {
     return 0;
   }
 }
@@ -260,31 +389,76 @@ Status ReadTxn::forEach(uint64_t from, const std::function<bool(const EventRef&)
 
 Status ReadTxn::forEachInStream(std::string_view streamId, uint64_t fromVersion,
                                 const std::function<bool(const EventRef&)>& fn) const {
+  fromVersion = std::max<uint64_t>(fromVersion, 1);
+  MDB_cursor* events = nullptr;
+  int rc = mdb_cursor_open(txn_, log_.eventsDbi_, &events);
+  if (rc != MDB_SUCCESS) return storageError(rc, "opening a cursor on events");
+  std::unique_ptr<MDB_cursor, void (*)(MDB_cursor*)> eventsGuard(events, mdb_cursor_close);
+  bool more = true;
+  // Hands out the run's events from version `from` on (they are consecutive in `events`).
+  auto emit = [&](const StreamRun& run, uint64_t from) -> Status {
+    if (run.lastVersion() < from) return Ok{};
+    const uint64_t skip = from > run.firstVersion ? from - run.firstVersion : 0;
+    for (uint64_t i = skip; i < run.count && more; ++i) {
+      const uint64_t seq = run.firstSequence + i;
+      auto seqKey = encodeU64(seq);
+      MDB_val key = val(seqKey.data(), seqKey.size()), data;
+      int erc = mdb_cursor_get(events, &key, &data, i == skip ? MDB_SET_KEY : MDB_NEXT);
+      if (erc == MDB_NOTFOUND ||
+          (erc == MDB_SUCCESS && (key.mv_size != 8 || decodeU64(key.mv_data) != seq))) {
+        return Error{"E_STORE_CORRUPT",
+                     "the streams index names missing event " + std::to_string(seq)};
+      }
+      if (erc != MDB_SUCCESS) return storageError(erc, "reading an event");
+      if (auto s = visit(seq, data.mv_data, data.mv_size, fn, &more); !s.ok()) return s;
+    }
+    return Ok{};
+  };
+
+  // The index: start at the run holding fromVersion (the last one that starts at or before it).
   MDB_cursor* cursor = nullptr;
-  int rc = mdb_cursor_open(txn_, log_.streamsDbi_, &cursor);
+  rc = mdb_cursor_open(txn_, log_.streamsDbi_, &cursor);
   if (rc != MDB_SUCCESS) return storageError(rc, "opening a cursor on streams");
   std::unique_ptr<MDB_cursor, void (*)(MDB_cursor*)> guard(cursor, mdb_cursor_close);
-  const std::string startKey = streamKey(streamId, fromVersion);
-  const size_t prefix = streamId.size() + 1;
-  MDB_val key = val(startKey), data;
-  rc = mdb_cursor_get(cursor, &key, &data, MDB_SET_RANGE);
-  bool more = true;
-  while (rc == MDB_SUCCESS && more) {
-    if (key.mv_size != prefix + 8 || std::memcmp(key.mv_data, startKey.data(), prefix) != 0) break;
-    if (data.mv_size != 8) return Error{"E_STORE_CORRUPT", "a streams value is not 8 bytes"};
-    const uint64_t seq = decodeU64(data.mv_data);
-    auto seqKey = encodeU64(seq);
-    MDB_val ek = val(seqKey.data(), seqKey.size()), ed;
-    int erc = mdb_get(txn_, log_.eventsDbi_, &ek, &ed);
-    if (erc == MDB_NOTFOUND) {
-      return Error{"E_STORE_CORRUPT", "stream index names missing event " + std::to_string(seq)};
+  uint64_t lastIndexed = 0;
+  try {
+    const std::string probe =
+        streamKey(streamId, fromVersion == UINT64_MAX ? UINT64_MAX : fromVersion + 1);
+    MDB_val key = val(probe), data;
+    rc = mdb_cursor_get(cursor, &key, &data, MDB_SET_RANGE);
+    rc = mdb_cursor_get(cursor, &key, &data, rc == MDB_SUCCESS ? MDB_PREV : MDB_LAST);
+    std::optional<StreamRun> run;
+    if (rc == MDB_SUCCESS) run = decodeRun(key, data, streamId);
+    if (!run || run->lastVersion() < fromVersion) {
+      if (run) lastIndexed = run->lastVersion();
+      key = val(probe);
+      rc = mdb_cursor_get(cursor, &key, &data, MDB_SET_RANGE);
+      run = rc == MDB_SUCCESS ? decodeRun(key, data, streamId) : std::nullopt;
     }
-    if (erc != MDB_SUCCESS) return storageError(erc, "reading an event");
-    auto s = visit(seq, ed.mv_data, ed.mv_size, fn, &more);
-    if (!s.ok()) return s;
-    if (more) rc = mdb_cursor_get(cursor, &key, &data, MDB_NEXT);
+    while (run && more) {
+      if (auto s = emit(*run, fromVersion); !s.ok()) return s;
+      lastIndexed = run->lastVersion();
+      rc = mdb_cursor_get(cursor, &key, &data, MDB_NEXT);
+      run = rc == MDB_SUCCESS ? decodeRun(key, data, streamId) : std::nullopt;
+    }
+  } catch (const CorruptIndex& c) {
+    return Error{"E_STORE_CORRUPT", c.message};
   }
   if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) return storageError(rc, "reading a stream");
+
+  // Then the events after the index.
+  auto t = tail();
+  if (!t.ok()) return t.error();
+  if (const auto* runs = (*t)->find(streamId)) {
+    for (const auto& run : *runs) {
+      if (!more) break;
+      if (run.firstVersion <= lastIndexed) {
+        return Error{"E_STORE_CORRUPT", "version " + std::to_string(run.firstVersion) + " of " +
+                                            std::string(streamId) + " is in the log twice"};
+      }
+      if (auto s = emit(run, fromVersion); !s.ok()) return s;
+    }
+  }
   return Ok{};
 }
 
@@ -312,8 +486,15 @@ Result<std::unique_ptr<EventLog>> EventLog::open(Options options) {
   if (auto s = log->openEnvironment(); !s.ok()) return s.error();
   if (auto s = log->loadHead(); !s.ok()) return s.error();
   if (!log->options_.readOnly) {
-    log->writer_ = std::thread([l = log.get()] { l->writerLoop(); });
-    log->answerer_ = std::thread([l = log.get()] { l->answerLoop(); });
+    if (auto s = log->loadTail(); !s.ok()) return s.error();
+    log->writer_ = std::thread([l = log.get()] {
+      pthread_setname_np(pthread_self(), "log-writer");  // for top, perf and gdb
+      l->writerLoop();
+    });
+    log->answerer_ = std::thread([l = log.get()] {
+      pthread_setname_np(pthread_self(), "log-answer");
+      l->answerLoop();
+    });
   }
   return log;
 }
@@ -365,6 +546,14 @@ Status EventLog::openEnvironment() {
   // The format version: written once when the store is created; a newer one is refused.
   MDB_val key = val(kMetaFormat), data;
   rc = mdb_get(txn, metaDbi_, &key, &data);
+  // Sets meta.format to this program's and meta.indexed to `indexed`.
+  auto writeFormat = [&](uint64_t indexed) {
+    auto v = encodeU64(kFormatVersion), i = encodeU64(indexed);
+    MDB_val fk = val(kMetaFormat), fv = val(v.data(), v.size());
+    MDB_val ik = val(kMetaIndexed), iv = val(i.data(), i.size());
+    int prc = mdb_put(txn, metaDbi_, &ik, &iv, 0);
+    return prc == MDB_SUCCESS ? mdb_put(txn, metaDbi_, &fk, &fv, 0) : prc;
+  };
   if (rc == MDB_SUCCESS) {
     const uint64_t format = data.mv_size == 8 ? decodeU64(data.mv_data) : UINT64_MAX;
     if (format > kFormatVersion) {
@@ -376,10 +565,20 @@ Status EventLog::openEnvironment() {
               ", newer than this program's " + std::to_string(kFormatVersion) +
               "; use a newer imaged (the log was left untouched)"};
     }
+    if (format == 1 && !options_.readOnly) {
+      // Format 1 indexed every event as it was written: its `streams` entries are format-2
+      // entries of one event each, and the whole log is indexed.
+      MDB_val hk = val(kMetaHead), hd;
+      const int hrc = mdb_get(txn, metaDbi_, &hk, &hd);
+      const uint64_t last = hrc == MDB_SUCCESS && hd.mv_size >= 8 ? decodeU64(hd.mv_data) : 0;
+      rc = hrc == MDB_SUCCESS || hrc == MDB_NOTFOUND ? writeFormat(last) : hrc;
+      if (rc != MDB_SUCCESS) {
+        mdb_txn_abort(txn);
+        return storageError(rc, "upgrading the event log to format 2");
+      }
+    }
   } else if (rc == MDB_NOTFOUND && !options_.readOnly) {
-    auto v = encodeU64(kFormatVersion);
-    MDB_val fv = val(v.data(), v.size());
-    rc = mdb_put(txn, metaDbi_, &key, &fv, 0);
+    rc = writeFormat(0);
     if (rc != MDB_SUCCESS) {
       mdb_txn_abort(txn);
       return storageError(rc, "initialising the event log");
@@ -425,6 +624,15 @@ Status EventLog::loadHead() {
   }
   std::lock_guard lk(mutex_);
   head_ = head;
+  return Ok{};
+}
+
+Status EventLog::loadTail() {
+  auto txn = read();
+  if (!txn.ok()) return txn.error();
+  auto t = (*txn)->tail();
+  if (!t.ok()) return t.error();
+  tail_ = std::make_unique<StreamTail>(**t);
   return Ok{};
 }
 
@@ -698,8 +906,12 @@ EventLog::Completion EventLog::commitBatch(std::vector<Pending>& batch) {
   Head head;
   std::optional<Error> batchError;
 
+  StreamTail staged;  // this batch's additions to tail_, kept only if it commits
+  bool indexWritten = false;
   for (int attempt = 0;; ++attempt) {
     results.clear();
+    staged.clear();
+    indexWritten = false;
     {
       std::lock_guard lk(mutex_);
       head = head_;
@@ -725,7 +937,9 @@ EventLog::Completion EventLog::commitBatch(std::vector<Pending>& batch) {
           }
           if (grc != MDB_NOTFOUND && grc != MDB_SUCCESS) check(grc);
         }
-        const uint64_t current = lastStreamVersion(txn, streamsDbi_, r.streamId);
+        uint64_t current = staged.lastVersion(r.streamId);
+        if (current == 0) current = tail_->lastVersion(r.streamId);
+        if (current == 0) current = lastIndexedVersion(txn, streamsDbi_, r.streamId);
         const auto& ex = r.expected;
         const bool expectedOk =
             ex.kind == ExpectedVersion::Kind::kAny ||
@@ -742,17 +956,13 @@ EventLog::Completion EventLog::commitBatch(std::vector<Pending>& batch) {
         }
         Head h = head;
         h.time = std::max(h.time, now());  // one time for the request's events
-        std::string sk = streamKey(r.streamId, 0);
         for (size_t i = 0; i < r.payloads.size(); ++i) {
           const uint64_t version = current + 1 + i;
           h.hash =
               putEvent(txn, eventsDbi_, r, r.payloads[i], h.sequence + 1, version, h.time, h.hash);
           h.sequence += 1;
-          auto seqKey = encodeU64(h.sequence), versionKey = encodeU64(version);
-          std::memcpy(sk.data() + sk.size() - 8, versionKey.data(), 8);
-          MDB_val skv = val(sk), sd = val(seqKey.data(), seqKey.size());
-          check(mdb_put(txn, streamsDbi_, &skv, &sd, MDB_NOOVERWRITE));
         }
+        staged.add(r.streamId, current + 1, head.sequence + 1, r.payloads.size());
         AppendResult result{head.sequence + 1, h.sequence, current + r.payloads.size(), false};
         if (!r.idempotencyKey.empty()) {
           uint8_t v[24];
@@ -773,6 +983,14 @@ EventLog::Completion EventLog::commitBatch(std::vector<Pending>& batch) {
       std::memcpy(meta + 8, head.hash.data(), kHashSize);
       MDB_val mk = val(kMetaHead), md = val(meta, sizeof meta);
       check(mdb_put(txn, metaDbi_, &mk, &md, 0));
+      if (tail_->events + staged.events >= options_.streamIndexEvery && staged.events > 0) {
+        writeStreamIndex(txn, staged, head.sequence);
+        indexWritten = true;
+      }
+    } catch (const CorruptIndex& c) {
+      mdb_txn_abort(txn);
+      batchError = Error{"E_STORE_CORRUPT", c.message};
+      break;
     } catch (const LmdbFailure& f) {
       mdb_txn_abort(txn);
       if (f.rc == MDB_MAP_FULL && attempt < 40) {
@@ -801,6 +1019,11 @@ EventLog::Completion EventLog::commitBatch(std::vector<Pending>& batch) {
   {
     std::lock_guard lk(mutex_);
     if (!batchError) {
+      if (indexWritten) {
+        tail_->clear();
+      } else {
+        tail_->merge(staged);
+      }
       stats_.commits += 1;
       stats_.events += head.sequence - head_.sequence;
       head_ = head;
@@ -813,6 +1036,30 @@ EventLog::Completion EventLog::commitBatch(std::vector<Pending>& batch) {
   c.results = std::move(results);
   c.batch = std::move(batch);
   return c;
+}
+
+void EventLog::writeStreamIndex(MDB_txn* txn, const StreamTail& staged, uint64_t upTo) {
+  StreamTail all = *tail_;
+  all.merge(staged);
+  // In key order: LMDB then fills each page once, front to back.
+  std::vector<std::pair<std::string, const StreamRun*>> entries;
+  entries.reserve(all.streams.size());
+  for (const auto& [id, runs] : all.streams) {
+    for (const auto& run : runs) entries.emplace_back(streamKey(id, run.firstVersion), &run);
+  }
+  std::sort(entries.begin(), entries.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (const auto& [key, run] : entries) {
+    uint8_t value[16];
+    auto seq = encodeU64(run->firstSequence), count = encodeU64(run->count);
+    std::memcpy(value, seq.data(), 8);
+    std::memcpy(value + 8, count.data(), 8);
+    MDB_val k = val(key), d = val(value, run->count == 1 ? 8 : 16);
+    check(mdb_put(txn, streamsDbi_, &k, &d, MDB_NOOVERWRITE));
+  }
+  auto indexed = encodeU64(upTo);
+  MDB_val ik = val(kMetaIndexed), iv = val(indexed.data(), indexed.size());
+  check(mdb_put(txn, metaDbi_, &ik, &iv, 0));
 }
 
 }  // namespace imaged::store

@@ -49,8 +49,9 @@ struct MDB_txn;
 namespace imaged::store {
 
 // The newest on-disk format this code reads and writes. A store created with a newer one is
-// refused (E_STORE_FORMAT), never rewritten.
-inline constexpr uint64_t kFormatVersion = 1;
+// refused (E_STORE_FORMAT), never rewritten. A format-1 store opened for writing is upgraded
+// to 2 in place (docs/storage.md, "Versions of the format").
+inline constexpr uint64_t kFormatVersion = 2;
 
 // Limits on what a caller may append; larger input fails with E_INVALID_ARGUMENT.
 inline constexpr size_t kMaxStreamIdBytes = 256;
@@ -120,6 +121,9 @@ struct StoredEvent {
 };
 
 class EventLog;
+// The streams of the events not yet in the `streams` index (docs/storage.md): which versions of
+// which stream lie at which sequences. Defined in event_log.cc.
+struct StreamTail;
 
 // A consistent snapshot of the log. Not copyable; end it soon (it pins the pages it sees and,
 // in this process, delays map growth). Use from one thread at a time.
@@ -152,12 +156,16 @@ class ReadTxn {
   ReadTxn(const EventLog& log, std::shared_lock<std::shared_mutex> lock, MDB_txn* txn);
   Status visit(uint64_t sequence, const void* data, size_t size,
                const std::function<bool(const EventRef&)>& fn, bool* more) const;
+  // The events after indexed_, read on first use.
+  Result<const StreamTail*> tail() const;
 
   const EventLog& log_;
   std::shared_lock<std::shared_mutex> resizeLock_;
   MDB_txn* txn_;
   uint64_t lastSequence_ = 0;
+  uint64_t indexed_ = 0;  // events up to here are in the streams index
   Hash head_{};
+  mutable std::unique_ptr<StreamTail> tail_;
 };
 
 struct VerifyReport {
@@ -177,6 +185,10 @@ class EventLog {
     unsigned maxReaders = 512;
     // Source of event times (ns since the epoch); the store keeps them non-decreasing.
     std::function<int64_t()> clock;
+    // The `streams` index is written once this many events are not in it yet (and they are
+    // kept in memory until then): one index write for many appends, instead of a page of the
+    // index per stream per commit. At most this many events are read again at open.
+    uint64_t streamIndexEvery = 4096;
   };
 
   // Opens (or, when writable, creates) the log. Fails with E_STORE_FORMAT for a store written by
@@ -247,6 +259,8 @@ class EventLog {
   explicit EventLog(Options options);
   Status openEnvironment();
   Status loadHead();
+  // Reads the events after the streams index into tail_ (writable open).
+  Status loadTail();
   // The outcome of one transaction, answered by the answer thread so that waking callers
   // overlaps the writer's next transaction.
   struct Completion {
@@ -259,6 +273,8 @@ class EventLog {
   void writerLoop();
   void answerLoop();
   Completion commitBatch(std::vector<Pending>& batch);
+  // Writes tail_ and `staged` into the streams index, and meta.indexed = `upTo`.
+  void writeStreamIndex(MDB_txn* txn, const StreamTail& staged, uint64_t upTo);
   Status growMap();
   Error writeError(int rc, std::string_view what) const;
   int64_t now() const;
@@ -284,6 +300,9 @@ class EventLog {
   std::condition_variable completionCv_;
   std::deque<Completion> completions_;
   bool writerDone_ = false;
+
+  // The writer thread's: the committed events not yet in the streams index, and how many.
+  std::unique_ptr<StreamTail> tail_;
 
   std::thread writer_;
   std::thread answerer_;

@@ -6,7 +6,9 @@
 #include <sys/wait.h>
 
 #include <chrono>
+#include <map>
 #include <random>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -85,6 +87,24 @@ TEST(Crash, EveryAcknowledgedEventSurvivesSigkill) {
       maxAcked = std::max(maxAcked, a.last);
     }
     EXPECT_GE((*txn)->lastSequence(), maxAcked);
+    // Every stream reads back whole (index and the events after it): versions 1.. without
+    // gaps, and each acknowledged event at its sequence.
+    std::map<std::string, std::set<uint64_t>> byStream;
+    for (const Ack& a : acks) {
+      for (uint64_t s = a.first; s <= a.last; ++s) byStream[a.stream].insert(s);
+    }
+    for (const auto& [stream, acked] : byStream) {
+      uint64_t version = 0;
+      std::set<uint64_t> seen;
+      auto s = (*txn)->forEachInStream(stream, 1, [&](const EventRef& e) {
+        EXPECT_EQ(decode(e.words()).streamVersion, ++version) << stream;
+        seen.insert(e.sequence());
+        return true;
+      });
+      ASSERT_TRUE(s.ok()) << s.error().message;
+      EXPECT_EQ((*txn)->streamVersion(stream), version) << stream;
+      for (uint64_t seq : acked) EXPECT_TRUE(seen.count(seq)) << stream << " lacks " << seq;
+    }
     if ((*txn)->lastSequence() > maxAcked) ++killedMidWrite;
   }
   // Not asserted (timing decides it), but worth seeing: rounds where events were durable but

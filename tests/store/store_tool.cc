@@ -40,6 +40,7 @@ std::unique_ptr<EventLog> open(const std::string& dir, bool readOnly) {
   o.path = dir;
   o.readOnly = readOnly;
   o.initialMapSize = 1 << 20;  // small, so that growth happens under the crash test too
+  o.streamIndexEvery = 37;     // small, so that the kill also lands around index writes
   auto log = EventLog::open(std::move(o));
   if (!log.ok()) {
     say("error " + log.error().code + " " + log.error().message);

@@ -1,0 +1,215 @@
+// The `streams` index (docs/storage.md): events reach it in batches (Options::streamIndexEvery),
+// the rest is read from the log. Whatever the batching, reopening, or the reader (this process or
+// a read-only one), a stream reads the same; and a format-1 store stays readable and is upgraded.
+#include <gtest/gtest.h>
+#include <lmdb.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <future>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "store/event_log.h"
+#include "test_util.h"
+
+#ifndef STORE_TEST_DATA
+#error "STORE_TEST_DATA must name tests/store/data"
+#endif
+
+namespace imaged::store {
+namespace {
+
+using testing::decode;
+using testing::request;
+using testing::TempDir;
+
+std::unique_ptr<EventLog> open(const std::string& path, uint64_t indexEvery,
+                               bool readOnly = false) {
+  EventLog::Options o;
+  o.path = path;
+  o.readOnly = readOnly;
+  o.streamIndexEvery = indexEvery;
+  auto log = EventLog::open(std::move(o));
+  EXPECT_TRUE(log.ok()) << log.error().message;
+  return log.ok() ? std::move(log).value() : nullptr;
+}
+
+// What a stream holds: the sequence of each version (index 0 = version 1).
+using Expected = std::map<std::string, std::vector<uint64_t>>;
+
+// The (version, sequence) pairs forEachInStream gives from `from`, checked against the records.
+std::vector<uint64_t> readStream(const ReadTxn& txn, const std::string& stream, uint64_t from) {
+  std::vector<uint64_t> sequences;
+  uint64_t version = std::max<uint64_t>(from, 1);
+  auto s = txn.forEachInStream(stream, from, [&](const EventRef& e) {
+    auto d = decode(e.words());
+    EXPECT_EQ(d.streamId, stream);
+    EXPECT_EQ(d.streamVersion, version) << stream << " from " << from;
+    EXPECT_EQ(d.sequence, e.sequence());
+    ++version;
+    sequences.push_back(e.sequence());
+    return true;
+  });
+  EXPECT_TRUE(s.ok()) << s.error().message;
+  return sequences;
+}
+
+void expectStreams(const EventLog& log, const Expected& expected) {
+  auto txn = log.read();
+  ASSERT_TRUE(txn.ok());
+  for (const auto& [stream, sequences] : expected) {
+    SCOPED_TRACE(stream);
+    EXPECT_EQ((*txn)->streamVersion(stream), sequences.size());
+    for (uint64_t from = 0; from <= sequences.size() + 1; ++from) {
+      const size_t skip = from == 0 ? 0 : std::min<size_t>(from - 1, sequences.size());
+      std::vector<uint64_t> want(sequences.begin() + skip, sequences.end());
+      EXPECT_EQ(readStream(**txn, stream, from), want) << "from version " << from;
+    }
+  }
+  EXPECT_EQ((*txn)->streamVersion("no-such-stream"), 0u);
+  EXPECT_EQ(readStream(**txn, "no-such-stream", 1), std::vector<uint64_t>{});
+}
+
+// Appends a random history of runs of 1-7 events to streams whose ids prefix one another
+// ("a", "ab", "abc"...), so that their keys sort next to each other.
+Expected appendHistory(EventLog& log, std::mt19937& rng, int appends, Expected expected = {}) {
+  const std::vector<std::string> streams = {"a", "ab", "abc", "b", "image/t/x/1"};
+  uint64_t next = log.lastSequence() + 1;
+  for (int i = 0; i < appends; ++i) {
+    const std::string& stream = streams[rng() % streams.size()];
+    const size_t n = 1 + rng() % 7;
+    auto& seqs = expected[stream];
+    auto r = log.append(request(stream, n, "e", ExpectedVersion::exactly(seqs.size())));
+    EXPECT_TRUE(r.ok()) << r.error().message;
+    if (!r.ok()) break;
+    EXPECT_EQ(r->firstSequence, next);
+    for (size_t k = 0; k < n; ++k) seqs.push_back(next++);
+  }
+  return expected;
+}
+
+TEST(StreamIndex, StreamsReadTheSameWhateverTheIndexBatchAcrossReopensAndReaders) {
+  for (uint64_t every : {0u, 1u, 3u, 10u, 4096u}) {
+    SCOPED_TRACE("streamIndexEvery " + std::to_string(every));
+    TempDir dir;
+    std::mt19937 rng(every + 1);
+    Expected expected;
+    {
+      auto log = open(dir.path(), every);
+      ASSERT_TRUE(log);
+      expected = appendHistory(*log, rng, 40);
+      expectStreams(*log, expected);
+    }
+    {
+      // Reopened: the events after the index are read again, and expectations still hold.
+      auto log = open(dir.path(), every);
+      ASSERT_TRUE(log);
+      expectStreams(*log, expected);
+      auto conflict = log->append(request("a", 1, "late", ExpectedVersion::exactly(0)));
+      ASSERT_FALSE(conflict.ok());
+      EXPECT_EQ(conflict.error().code, "E_VERSION_CONFLICT");
+      expected = appendHistory(*log, rng, 25, expected);
+      expectStreams(*log, expected);
+      auto reader = open(dir.path(), every, /*readOnly=*/true);
+      ASSERT_TRUE(reader);
+      expectStreams(*reader, expected);
+    }
+    // A different batch size on the next open reads the same.
+    auto log = open(dir.path(), every == 0 ? 7 : 0);
+    ASSERT_TRUE(log);
+    expectStreams(*log, expected);
+  }
+}
+
+TEST(StreamIndex, TwoRequestsForOneStreamInOneBatchSeeEachOther) {
+  TempDir dir;
+  auto log = open(dir.path(), 1000);
+  ASSERT_TRUE(log);
+  std::vector<std::promise<Result<AppendResult>>> done(20);
+  for (int i = 0; i < 20; ++i) {
+    log->appendAsync(request("s", 2, "r" + std::to_string(i), ExpectedVersion::any()),
+                     [&, i](Result<AppendResult> r) { done[i].set_value(std::move(r)); });
+  }
+  std::vector<uint64_t> sequences;
+  for (auto& d : done) {
+    auto r = d.get_future().get();
+    ASSERT_TRUE(r.ok());
+    sequences.push_back(r->firstSequence);
+    sequences.push_back(r->lastSequence);
+  }
+  std::sort(sequences.begin(), sequences.end());
+  std::vector<uint64_t> all;
+  for (uint64_t s = 1; s <= 40; ++s) all.push_back(s);
+  EXPECT_EQ(sequences, all);
+  expectStreams(*log, {{"s", all}});
+}
+
+// The store in tests/store/data/format1 was written by the format-1 code (one `streams` entry
+// per event, no meta.indexed): a append of 3 + b 1 + a 2 + ab 1 (idempotency key "key-1") +
+// ab 1.
+const Expected kFormat1 = {
+    {"image/t/a/1", {1, 2, 3, 5, 6}}, {"image/t/b/1", {4}}, {"image/t/ab/1", {7, 8}}};
+
+uint64_t rawFormat(const std::string& path) {
+  MDB_env* env;
+  mdb_env_create(&env);
+  mdb_env_set_maxdbs(env, 8);
+  uint64_t format = 0;
+  if (mdb_env_open(env, path.c_str(), MDB_RDONLY, 0600) == 0) {
+    MDB_txn* txn;
+    MDB_dbi dbi;
+    mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn);
+    if (mdb_dbi_open(txn, "meta", 0, &dbi) == 0) {
+      MDB_val k{6, const_cast<char*>("format")}, d;
+      if (mdb_get(txn, dbi, &k, &d) == 0 && d.mv_size == 8) format = decodeU64(d.mv_data);
+    }
+    mdb_txn_abort(txn);
+  }
+  mdb_env_close(env);
+  return format;
+}
+
+TEST(StreamIndex, AFormat1StoreIsReadAsItIsAndUpgradedWhenOpenedForWriting) {
+  TempDir dir;
+  std::filesystem::copy_file(std::string(STORE_TEST_DATA) + "/format1/data.mdb",
+                             dir.path() + "/data.mdb");
+  ASSERT_EQ(rawFormat(dir.path()), 1u);
+  {
+    auto reader = open(dir.path(), 4096, /*readOnly=*/true);
+    ASSERT_TRUE(reader);
+    expectStreams(*reader, kFormat1);
+    auto v = reader->verify();
+    ASSERT_TRUE(v.ok());
+    EXPECT_TRUE(v->intact) << v->problem;
+  }
+  EXPECT_EQ(rawFormat(dir.path()), 1u) << "a read-only open changed the store";
+
+  Expected expected = kFormat1;
+  {
+    auto log = open(dir.path(), 4);
+    ASSERT_TRUE(log);
+    EXPECT_EQ(rawFormat(dir.path()), kFormatVersion);
+    expectStreams(*log, expected);
+    auto again = request("image/t/ab/1", 1, "ab1");
+    again.idempotencyKey = "key-1";
+    auto dup = log->append(std::move(again));
+    ASSERT_TRUE(dup.ok());
+    EXPECT_TRUE(dup->duplicate);
+    EXPECT_EQ(dup->firstSequence, 7u);
+    std::mt19937 rng(7);
+    expected = appendHistory(*log, rng, 12, expected);
+    expectStreams(*log, expected);
+    auto v = log->verify();
+    ASSERT_TRUE(v.ok());
+    EXPECT_TRUE(v->intact) << v->problem;
+  }
+  auto log = open(dir.path(), 4096);
+  ASSERT_TRUE(log);
+  expectStreams(*log, expected);
+}
+
+}  // namespace
+}  // namespace imaged::store
