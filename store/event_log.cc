@@ -222,12 +222,19 @@ Status checkPayloads(const AppendRequest& r) {
   return Ok{};
 }
 
-// Writes one event record straight into LMDB's page (MDB_RESERVE, no intermediate copy): the
-// envelope, a copy of the payload, and the chain hash patched into place. Returns the hash.
-// The request must have passed checkPayloads().
-Hash putEvent(MDB_txn* txn, MDB_dbi dbi, const AppendRequest& r,
-              const kj::Array<capnp::word>& payload, uint64_t sequence, uint64_t version,
-              int64_t time, const Hash& prev) {
+// Where the chain's two hashes lie in an encoded record (bytes from its start).
+struct RecordLayout {
+  size_t bytes = 0;
+  size_t prevHashOffset = 0;
+  size_t hashOffset = 0;
+};
+
+// Encodes one event record, the envelope and a copy of the payload, with `prevHash` and `hash`
+// left zero for seal(). `reserve(bytes)` gives the memory the flat record is written to (LMDB's
+// page, or a buffer). The request must have passed checkPayloads().
+template <typename Reserve>
+RecordLayout encodeEvent(const AppendRequest& r, const kj::Array<capnp::word>& payload,
+                         uint64_t sequence, uint64_t version, int64_t time, Reserve&& reserve) {
   capnp::FlatArrayMessageReader payloadReader(payload.asPtr(), payloadLimits());
 
   // Sized so that the whole event fits in the first segment: one segment, one contiguous record.
@@ -248,31 +255,146 @@ Hash putEvent(MDB_txn* txn, MDB_dbi dbi, const AppendRequest& r,
   actor.setClient(r.actor.client);
   ev.setCorrelationId(r.correlationId);
   ev.setIdempotencyKey(r.idempotencyKey);
-  ev.setPrevHash(kj::arrayPtr(prev.data(), prev.size()));
+  const auto* prevField = reinterpret_cast<const uint8_t*>(ev.initPrevHash(kHashSize).begin());
   const auto* hashField = reinterpret_cast<const uint8_t*>(ev.initHash(kHashSize).begin());
 
-  // The flat form: a segment table, then the segments in order. Find the hash field in it.
+  // The flat form: a segment table, then the segments in order. Find the hash fields in it.
   auto segments = builder.getSegmentsForOutput();
-  size_t offset = (segments.size() / 2 + 1) * sizeof(capnp::word);  // the table
-  size_t hashOffset = SIZE_MAX;
+  RecordLayout layout;
+  layout.bytes = (segments.size() / 2 + 1) * sizeof(capnp::word);  // the table
+  layout.prevHashOffset = layout.hashOffset = SIZE_MAX;
   for (auto segment : segments) {
     const auto* begin = reinterpret_cast<const uint8_t*>(segment.begin());
     const size_t bytes = segment.size() * sizeof(capnp::word);
-    if (hashField >= begin && hashField < begin + bytes) hashOffset = offset + (hashField - begin);
-    offset += bytes;
+    if (hashField >= begin && hashField < begin + bytes) {
+      layout.hashOffset = layout.bytes + (hashField - begin);
+    }
+    if (prevField >= begin && prevField < begin + bytes) {
+      layout.prevHashOffset = layout.bytes + (prevField - begin);
+    }
+    layout.bytes += bytes;
   }
-  KJ_REQUIRE(hashOffset != SIZE_MAX, "the hash field is outside the message");
+  KJ_REQUIRE(layout.hashOffset != SIZE_MAX && layout.prevHashOffset != SIZE_MAX,
+             "a hash field is outside the message");
 
-  auto key = encodeU64(sequence);
-  MDB_val k = val(key.data(), key.size()), d{offset, nullptr};
-  check(mdb_put(txn, dbi, &k, &d, MDB_APPEND | MDB_RESERVE));
-  auto* out = static_cast<uint8_t*>(d.mv_data);
-  kj::ArrayOutputStream stream(kj::arrayPtr(out, offset));
+  uint8_t* out = reserve(layout.bytes);
+  kj::ArrayOutputStream stream(kj::arrayPtr(out, layout.bytes));
   capnp::writeMessage(stream, segments);
-  const Hash hash = chainHash(prev, kj::arrayPtr(out, offset), hashOffset);
-  std::memcpy(out + hashOffset, hash.data(), kHashSize);
+  return layout;
+}
+
+// Chains an encoded record to `prev`: writes prev into its prevHash, then its own hash
+// (SHA-256 of prev ‖ the record with hash zero) into its hash. Returns that hash.
+Hash seal(uint8_t* record, const RecordLayout& layout, const Hash& prev) {
+  std::memcpy(record + layout.prevHashOffset, prev.data(), kHashSize);
+  const Hash hash = chainHash(prev, kj::arrayPtr(record, layout.bytes), layout.hashOffset);
+  std::memcpy(record + layout.hashOffset, hash.data(), kHashSize);
   return hash;
 }
+
+// Writes one event record straight into LMDB's page (MDB_RESERVE, no intermediate copy).
+Hash putEvent(MDB_txn* txn, MDB_dbi dbi, const AppendRequest& r,
+              const kj::Array<capnp::word>& payload, uint64_t sequence, uint64_t version,
+              int64_t time, const Hash& prev) {
+  uint8_t* out = nullptr;
+  const RecordLayout layout = encodeEvent(r, payload, sequence, version, time, [&](size_t bytes) {
+    auto key = encodeU64(sequence);
+    MDB_val k = val(key.data(), key.size()), d{bytes, nullptr};
+    check(mdb_put(txn, dbi, &k, &d, MDB_APPEND | MDB_RESERVE));
+    return out = static_cast<uint8_t*>(d.mv_data);
+  });
+  return seal(out, layout, prev);
+}
+
+// The events of one large request, built on a helper thread while the writer chains and stores
+// the ones built before. Building the records and hashing them are most of an append's work;
+// the chain makes the hashing sequential, but not the building (a record's hashes are written
+// into it afterwards). Chunks come out in order; at most kChunksAhead wait.
+class EncodePipeline {
+ public:
+  static constexpr size_t kMinEvents = 512;  // below this, a thread costs more than it saves
+  struct Chunk {
+    std::vector<capnp::word> words;
+    std::vector<std::pair<size_t, RecordLayout>> records;  // offset in words, layout
+  };
+
+  EncodePipeline(const AppendRequest& r, uint64_t firstSequence, uint64_t firstVersion,
+                 int64_t time)
+      : request_(r),
+        firstSequence_(firstSequence),
+        firstVersion_(firstVersion),
+        time_(time),
+        thread_([this] { run(); }) {}
+
+  ~EncodePipeline() {
+    {
+      std::lock_guard lk(mutex_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+  // The next chunk, or nullptr after the last. Rethrows what stopped the encoder.
+  std::unique_ptr<Chunk> next() {
+    std::unique_lock lk(mutex_);
+    cv_.wait(lk, [&] { return !ready_.empty() || done_; });
+    if (ready_.empty()) {
+      if (error_) std::rethrow_exception(error_);
+      return nullptr;
+    }
+    auto chunk = std::move(ready_.front());
+    ready_.pop_front();
+    cv_.notify_all();
+    return chunk;
+  }
+
+ private:
+  static constexpr size_t kChunkEvents = 256;
+  static constexpr size_t kChunksAhead = 4;
+
+  void run() {
+    pthread_setname_np(pthread_self(), "log-encoder");
+    try {
+      const auto& payloads = request_.payloads;
+      for (size_t i = 0; i < payloads.size();) {
+        auto chunk = std::make_unique<Chunk>();
+        for (size_t end = std::min(payloads.size(), i + kChunkEvents); i < end; ++i) {
+          const size_t at = chunk->words.size();
+          auto layout = encodeEvent(request_, payloads[i], firstSequence_ + i, firstVersion_ + i,
+                                    time_, [&](size_t bytes) {
+                                      chunk->words.resize(at + bytes / sizeof(capnp::word));
+                                      return reinterpret_cast<uint8_t*>(chunk->words.data() + at);
+                                    });
+          chunk->records.emplace_back(at, layout);
+        }
+        std::unique_lock lk(mutex_);
+        cv_.wait(lk, [&] { return ready_.size() < kChunksAhead || stop_; });
+        if (stop_) break;
+        ready_.push_back(std::move(chunk));
+        cv_.notify_all();
+      }
+    } catch (...) {
+      std::lock_guard lk(mutex_);
+      error_ = std::current_exception();
+    }
+    {
+      std::lock_guard lk(mutex_);
+      done_ = true;
+    }
+    cv_.notify_all();
+  }
+
+  const AppendRequest& request_;
+  const uint64_t firstSequence_, firstVersion_;
+  const int64_t time_;
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<std::unique_ptr<Chunk>> ready_;
+  bool stop_ = false, done_ = false;
+  std::exception_ptr error_;
+  std::thread thread_;  // last: starts once the fields above exist
+};
 
 }  // namespace
 
@@ -956,11 +1078,25 @@ EventLog::Completion EventLog::commitBatch(std::vector<Pending>& batch) {
         }
         Head h = head;
         h.time = std::max(h.time, now());  // one time for the request's events
-        for (size_t i = 0; i < r.payloads.size(); ++i) {
-          const uint64_t version = current + 1 + i;
-          h.hash =
-              putEvent(txn, eventsDbi_, r, r.payloads[i], h.sequence + 1, version, h.time, h.hash);
-          h.sequence += 1;
+        if (r.payloads.size() >= EncodePipeline::kMinEvents) {
+          EncodePipeline pipeline(r, h.sequence + 1, current + 1, h.time);
+          while (auto chunk = pipeline.next()) {
+            for (const auto& [at, layout] : chunk->records) {
+              auto key = encodeU64(++h.sequence);
+              MDB_val k = val(key.data(), key.size()), d{layout.bytes, nullptr};
+              check(mdb_put(txn, eventsDbi_, &k, &d, MDB_APPEND | MDB_RESERVE));
+              auto* out = static_cast<uint8_t*>(d.mv_data);
+              std::memcpy(out, chunk->words.data() + at, layout.bytes);
+              h.hash = seal(out, layout, h.hash);
+            }
+          }
+        } else {
+          for (size_t i = 0; i < r.payloads.size(); ++i) {
+            const uint64_t version = current + 1 + i;
+            h.hash = putEvent(txn, eventsDbi_, r, r.payloads[i], h.sequence + 1, version, h.time,
+                              h.hash);
+            h.sequence += 1;
+          }
         }
         staged.add(r.streamId, current + 1, head.sequence + 1, r.payloads.size());
         AppendResult result{head.sequence + 1, h.sequence, current + r.payloads.size(), false};

@@ -11,6 +11,7 @@
 #include <functional>
 #include <future>
 #include <iterator>
+#include <map>
 
 #include <sys/wait.h>
 
@@ -493,6 +494,47 @@ TEST(EventLog, MapGrowsInsteadOfFailingWhenFull) {
   auto v = log->verify();
   ASSERT_TRUE(v.ok());
   EXPECT_TRUE(v->intact) << v->problem;
+}
+
+// Requests of 512 events or more are built on a helper thread while the writer chains and
+// stores them (EncodePipeline): the result must be the same log, also when the map has to grow
+// half-way through (the batch is then built again) and beside small requests in one batch.
+TEST(EventLog, LargeRequestsAreStoredWholeInOrderAndChained) {
+  TempDir dir;
+  auto log = openLog(dir.path(), false, /*initialMapSize=*/64 * 1024);
+  const size_t before = log->mapSize();
+  std::vector<std::promise<Result<AppendResult>>> done(4);
+  const size_t sizes[] = {1, 1500, 3, 777};
+  for (size_t i = 0; i < 4; ++i) {
+    log->appendAsync(request("s" + std::to_string(i % 2), sizes[i], "r" + std::to_string(i)),
+                     [&, i](Result<AppendResult> r) { done[i].set_value(std::move(r)); });
+  }
+  std::vector<AppendResult> results;
+  for (auto& d : done) {
+    auto r = d.get_future().get();
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    results.push_back(*r);
+  }
+  EXPECT_GT(log->mapSize(), before);
+  auto all = readAll(*log);
+  ASSERT_EQ(all.size(), 1 + 1500 + 3 + 777u);
+  std::map<std::string, uint64_t> versions;
+  for (size_t i = 0; i < 4; ++i) {
+    const std::string stream = "s" + std::to_string(i % 2);
+    EXPECT_EQ(results[i].lastSequence - results[i].firstSequence + 1, sizes[i]);
+    for (uint64_t seq = results[i].firstSequence; seq <= results[i].lastSequence; ++seq) {
+      const auto& e = all[seq - 1];
+      EXPECT_EQ(e.sequence, seq);
+      EXPECT_EQ(e.streamId, stream);
+      EXPECT_EQ(e.streamVersion, ++versions[stream]);
+      EXPECT_EQ(e.reason,
+                "r" + std::to_string(i) + "-" + std::to_string(seq - results[i].firstSequence));
+    }
+  }
+  auto v = log->verify();
+  ASSERT_TRUE(v.ok());
+  EXPECT_TRUE(v->intact) << v->problem;
+  EXPECT_EQ(v->events, all.size());
 }
 
 TEST(EventLog, ReaderSeesItsSnapshotWhileTheWriterGoesOn) {
