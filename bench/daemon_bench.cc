@@ -1,6 +1,7 @@
 // Benchmarks of the daemon as a whole: the real imaged as a child process.
 // Usage: daemon_bench IMAGED_BIN CATALOG_DIR SCRATCH [--quick]
-// (IMAGED_BENCH_SKIP_SHOW=1 leaves out rpc.show, to profile the creates alone.)
+// (IMAGED_BENCH_SKIP_SHOW=1 leaves out rpc.show, IMAGED_BENCH_SKIP_CREATE=1 rpc.create,
+// IMAGED_BENCH_SKIP_START=1 the start and memory figures, to profile the rest alone.)
 //
 // rpc.show.1 / rpc.show.64  getImage calls/s with 1 and 64 calls in flight, against a bare Cap'n
 //                           Proto echo server over a Unix socket, same payload size and calls in
@@ -166,7 +167,7 @@ void benchRpc(const std::string& bin, const std::string& catalog, const std::str
   }
   // Durable creates from 64 clients, each on its own connection, all driven by one event loop
   // (as the echo's 64 calls in flight are): the clients' own cost stays out of the figure.
-  {
+  if (!getenv("IMAGED_BENCH_SKIP_CREATE")) {
     const int clients = 64, perClient = quick ? 20 : 100;
     capnp::EzRpcClient driver("unix:" + socket);
     auto& ws = driver.getWaitScope();
@@ -288,7 +289,7 @@ int main(int argc, char** argv) {
   fs::create_directories(scratch);
   try {
     benchRpc(bin, catalog, scratch, quick);
-    benchStart(bin, catalog, scratch, quick);
+    if (!getenv("IMAGED_BENCH_SKIP_START")) benchStart(bin, catalog, scratch, quick);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "daemon_bench: %s\n", e.what());
     return 1;

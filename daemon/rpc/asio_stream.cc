@@ -1,5 +1,7 @@
 #include "daemon/rpc/asio_stream.h"
 
+#include "daemon/rpc/event_port.h"
+
 #include <kj/debug.h>
 
 #include <cstring>
@@ -30,6 +32,14 @@ struct AsioStream::State {
   std::vector<char> in = std::vector<char>(kChunk);
   size_t start = 0, end = 0;
   bool eof = false;
+  // An Asio receive into `in` (issued when it was empty) is pending; `received` resolves when
+  // it completes. Nothing else writes into `in` meanwhile.
+  bool receiving = false;
+  kj::Maybe<kj::ForkedPromise<void>> received;
+  // The last receive got less than it asked for: the socket was empty then, and a receive now
+  // would most likely find nothing either. Leave the next attempt to Asio (which tries once
+  // before it waits) instead of making two.
+  bool drained = false;
 
   void markDisconnected() {
     if (disconnected) return;
@@ -50,6 +60,7 @@ struct AsioStream::State {
   size_t receive(char* dst, size_t max) {
     boost::system::error_code ec;
     const size_t n = socket.read_some(asio::buffer(dst, max), ec);
+    drained = ec || n < max;
     if (!ec) return n;
     if (ec == asio::error::would_block || ec == asio::error::try_again) return 0;
     if (ec == asio::error::eof || ec == asio::error::connection_reset) {
@@ -65,7 +76,7 @@ struct AsioStream::State {
   // returns how many it moved.
   size_t readNow(char* dst, size_t min, size_t max) {
     size_t got = take(dst, max);
-    while (got < min && !eof) {
+    while (got < min && !eof && !receiving && !drained) {
       size_t n;
       if (max - got >= kChunk) {
         n = receive(dst + got, max - got);  // large reads skip the buffer
@@ -80,15 +91,30 @@ struct AsioStream::State {
     return got;
   }
 
+  // Resolves once the socket has given more bytes into `in` (or ended). Asio receives them
+  // itself: a receive, unlike a bare wait for readability, needs no epoll_ctl each time (Asio
+  // re-arms the descriptor for every async_wait). The bytes land in `in`, which belongs to the
+  // state, so a read that KJ cancels meanwhile loses nothing: the next read takes them.
   kj::Promise<void> readable(const std::shared_ptr<State>& self) {
-    auto paf = kj::newPromiseAndFulfiller<void>();
-    socket.async_wait(
-        asio::socket_base::wait_read,
-        [self, fulfiller = kj::mv(paf.fulfiller)](const boost::system::error_code& ec) mutable {
-          if (ec) self->markDisconnected();
-          fulfiller->fulfill();  // the read that follows finds out what happened
-        });
-    return kj::mv(paf.promise);
+    if (!receiving) {
+      receiving = true;
+      auto paf = kj::newPromiseAndFulfiller<void>();
+      received = paf.promise.fork();
+      const size_t room = in.size() - end;
+      socket.async_read_some(
+          asio::buffer(in.data() + end, room),
+          [self, room, fulfiller = kj::mv(paf.fulfiller)](const boost::system::error_code& ec,
+                                                          size_t n) mutable {
+            AsioEventPort::Turn turn;
+            self->receiving = false;
+            self->drained = n < room;
+            self->end += n;
+            if (ec == asio::error::eof || ec == asio::error::connection_reset) self->eof = true;
+            if (ec) self->markDisconnected();
+            fulfiller->fulfill();  // the read that follows takes the bytes or sees the end
+          });
+    }
+    return KJ_ASSERT_NONNULL(received).addBranch();
   }
 };
 
@@ -122,6 +148,7 @@ AsioStream::~AsioStream() noexcept(false) {
   boost::system::error_code ignored;
   state_->socket.close(ignored);  // pending handlers complete with operation_aborted
   // Handlers may outlive the stream (and the KJ loop, at exit): leave them no KJ object.
+  state_->received = nullptr;
   state_->disconnect = nullptr;
   state_->disconnectFulfiller = nullptr;
 }
@@ -140,6 +167,7 @@ kj::Promise<void> AsioStream::writeOwned(std::shared_ptr<std::string> bytes, siz
   asio::async_write(state_->socket, asio::buffer(bytes->data() + from, bytes->size() - from),
                     [state = state_, bytes, fulfiller = kj::mv(paf.fulfiller)](
                         const boost::system::error_code& ec, size_t) mutable {
+                      AsioEventPort::Turn turn;
                       if (ec) {
                         state->markDisconnected();
                         fulfiller->reject(KJ_EXCEPTION(DISCONNECTED, "write failed", ec.message()));

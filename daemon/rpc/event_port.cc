@@ -12,16 +12,40 @@ bool AsioEventPort::poll() {
   return woken_.exchange(false);
 }
 
+namespace {
+thread_local AsioEventPort* portOfThisThread = nullptr;
+}  // namespace
+
+AsioEventPort::AsioEventPort(asio::io_context& io) : io_(io) {
+  portOfThisThread = this;
+}
+
+AsioEventPort::~AsioEventPort() {
+  if (portOfThisThread == this) portOfThisThread = nullptr;
+}
+
 void AsioEventPort::setRunnable(bool runnable) {
   if (!runnable || scheduled_) return;
   scheduled_ = true;
-  asio::post(io_, [this] {
-    scheduled_ = false;
-    // run() turns the loop until it is empty; anything it queues again re-posts through
-    // setRunnable(true), so other Asio handlers interleave with long KJ work.
-    if (loop_ && loop_->isRunnable()) loop_->run(64);
-    if (loop_ && loop_->isRunnable()) setRunnable(true);
-  });
+  if (turns_ > 0) return;  // the Turn's end runs it
+  asio::post(io_, [this] { runLoop(); });
+}
+
+void AsioEventPort::runLoop() {
+  scheduled_ = false;
+  // At most 64 turns, then the rest is posted again (setRunnable), so that other Asio handlers
+  // interleave with long KJ work.
+  if (loop_ && loop_->isRunnable()) loop_->run(64);
+  if (loop_ && loop_->isRunnable()) setRunnable(true);
+}
+
+AsioEventPort::Turn::Turn() : port_(portOfThisThread) {
+  if (port_) ++port_->turns_;
+}
+
+AsioEventPort::Turn::~Turn() {
+  if (!port_) return;
+  if (--port_->turns_ == 0 && port_->scheduled_) port_->runLoop();
 }
 
 void AsioEventPort::wake() const {
