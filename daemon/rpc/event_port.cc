@@ -3,11 +3,13 @@
 namespace imaged::rpc {
 
 bool AsioEventPort::wait() {
+  if (io_.stopped()) io_.restart();  // it stops whenever it runs out of work
   io_.run_one();
   return woken_.exchange(false);
 }
 
 bool AsioEventPort::poll() {
+  if (io_.stopped()) io_.restart();
   io_.poll();
   return woken_.exchange(false);
 }
