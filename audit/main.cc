@@ -59,10 +59,10 @@ ordered_json imageJson(const ImageState& i) {
           {"line", l.line}, {"version", l.version}, {"status", imaged::domain::toString(l.status)}};
       if (l.status == imaged::domain::LineStatus::kBuilt) {
         line["packages"] = *l.packages;
-        if (!l.digest.empty()) line["digest"] = l.digest;
+        if (!l.digest().empty()) line["digest"] = l.digest();
       } else if (l.status == imaged::domain::LineStatus::kSkipped) {
-        line["code"] = l.code;
-        line["reason"] = std::string(l.reason);
+        line["code"] = l.code();
+        line["reason"] = std::string(l.reason());
       }
       lines.push_back(line);
     }
@@ -163,7 +163,7 @@ int replay(const std::string& dataDir, uint64_t until, const std::string& at, bo
         for (const auto& l : b->lines) {
           using imaged::domain::cstr;
           std::printf("    line %s: %s %s%s%s\n", cstr(l.line), imaged::domain::toString(l.status),
-                      cstr(l.version), l.code.empty() ? "" : ": ", cstr(l.code));
+                      cstr(l.version), l.code().empty() ? "" : ": ", cstr(l.code()));
         }
       }
     }

@@ -343,8 +343,8 @@ void Service::collectGarbage(std::function<void(Collected)> done) {
   auto keepLines = [&](const domain::BuildState* b) {
     if (!b) return;
     for (const domain::LineState& l : b->lines) {
-      if (!l.digest.empty()) keep.insert(l.digest.str());
-      if (!l.sbomDigest.empty()) keep.insert(l.sbomDigest.str());
+      if (!l.digest().empty()) keep.insert(l.digest().str());
+      if (!l.sbomDigest().empty()) keep.insert(l.sbomDigest().str());
     }
   };
   for (const domain::ImageState* image : projection_.liveImages()) {
@@ -470,10 +470,10 @@ void Service::resumeBuilds() {
                             std::string(l.version),
                             l.status == LineStatus::kBuilt,
                             {},
-                            l.digest.str(),
-                            l.sbomDigest.str(),
-                            std::string(l.code),
-                            std::string(l.reason)};
+                            l.digest().str(),
+                            l.sbomDigest().str(),
+                            std::string(l.code()),
+                            std::string(l.reason())};
       done.push_back(std::move(o));
     }
     logger_->info("resuming build {} of {}/{}: {} of {} lines left", b->id, image->tenant,

@@ -95,8 +95,8 @@ void Projection::apply(const schema::Event::Reader& event) {
     image.name = created.getName();
     image.description = created.getDescription();
     image.starter = created.getStarter();
-    image.packages = texts(created.getPackages());
-    image.env = envOf<EnvVar>(created.getEnv());
+    image.packages = intern(texts(created.getPackages()));
+    image.env = intern(envOf<EnvVar>(created.getEnv()));
     image.version = event.getStreamVersion();
     if (event.getIdempotencyKey().size() > 0) createdBy_[event.getIdempotencyKey()] = streamId;
     Name& n = names_[nameKey(image.tenant, image.name)];
@@ -118,8 +118,8 @@ void Projection::applyToImage(ImageState& image, const schema::Event::Reader& ev
     case schema::Payload::IMAGE_EDITED: {
       auto edited = payload.getImageEdited();
       image.description = edited.getDescription();
-      image.packages = texts(edited.getPackages());
-      image.env = envOf<EnvVar>(edited.getEnv());
+      image.packages = intern(texts(edited.getPackages()));
+      image.env = intern(envOf<EnvVar>(edited.getEnv()));
       cancelRunning(image, time, intern("E_SUPERSEDED"), intern("superseded by an edit"));
       return;
     }
@@ -171,7 +171,6 @@ void Projection::applyToImage(ImageState& image, const schema::Event::Reader& ev
       if (line == b->lines.end()) return;
       if (built) {
         auto r = payload.getLineBuilt();
-        line->status = LineStatus::kBuilt;
         line->version = intern(r.getVersion().cStr());
         PackageSet set;
         set.reserve(r.getPackages().size());
@@ -179,14 +178,11 @@ void Projection::applyToImage(ImageState& image, const schema::Event::Reader& ev
           set.push_back(std::string(p.getName()) + "=" + std::string(p.getVersion()));
         }
         line->packages = &*packageSets_.insert(std::move(set)).first;
-        line->digest = intern(r.getDigest().cStr());
-        line->sbomDigest = intern(r.getSbomDigest().cStr());
+        line->setBuilt(intern(r.getDigest().cStr()), intern(r.getSbomDigest().cStr()));
       } else {
         auto r = payload.getLineSkipped();
-        line->status = LineStatus::kSkipped;
         line->version = intern(r.getVersion().cStr());
-        line->code = intern(r.getCode().cStr());
-        line->reason = intern(r.getReason().cStr());
+        line->setSkipped(intern(r.getCode().cStr()), intern(r.getReason().cStr()));
       }
       return;
     }

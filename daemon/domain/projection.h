@@ -4,12 +4,14 @@
 // all compute the same state from the same events.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <optional>
 #include <set>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 #include "common/time.h"
@@ -59,17 +61,57 @@ inline const char* cstr(Text t) {
   return t.c_str();
 }
 
+// A list that many images share (their added packages, their env): one copy in the
+// Projection, a pointer in each image. Reads as the const std::vector<T> it points to.
+template <typename T>
+class SharedList {
+ public:
+  SharedList() = default;
+  explicit SharedList(const std::vector<T>* list) : list_(list) {}
+  const std::vector<T>& get() const { return list_ ? *list_ : none(); }
+  operator const std::vector<T>&() const { return get(); }
+  auto begin() const { return get().begin(); }
+  auto end() const { return get().end(); }
+  size_t size() const { return get().size(); }
+  bool empty() const { return get().empty(); }
+  const T& operator[](size_t i) const { return get()[i]; }
+  friend bool operator==(const SharedList& a, const std::vector<T>& b) { return a.get() == b; }
+
+ private:
+  static const std::vector<T>& none() {
+    static const std::vector<T> kNone;
+    return kNone;
+  }
+  const std::vector<T>* list_ = nullptr;
+};
+
 struct LineState {
   Text line;
   Text version;
   LineStatus status = LineStatus::kPending;
   const PackageSet* packages = &kNoPackages;  // when built; owned by the Projection
-  Text code;                                  // when skipped
-  Text reason;                                // when skipped
-  Text digest;                                // when built and written: the manifest's
-  Text sbomDigest;                            // and the SPDX SBOM's
+
+  // A skipped line has a code and a reason, a built one the digests of its manifest and of its
+  // SPDX SBOM (when written); the two pairs share their storage.
+  Text code() const { return status == LineStatus::kSkipped ? first_ : Text(); }
+  Text reason() const { return status == LineStatus::kSkipped ? second_ : Text(); }
+  Text digest() const { return status == LineStatus::kBuilt ? first_ : Text(); }
+  Text sbomDigest() const { return status == LineStatus::kBuilt ? second_ : Text(); }
+  void setBuilt(Text digest, Text sbomDigest) {
+    status = LineStatus::kBuilt;
+    first_ = digest;
+    second_ = sbomDigest;
+  }
+  void setSkipped(Text code, Text reason) {
+    status = LineStatus::kSkipped;
+    first_ = code;
+    second_ = reason;
+  }
 
   static const PackageSet kNoPackages;
+
+ private:
+  Text first_, second_;
 };
 
 struct BuildState {
@@ -87,8 +129,8 @@ struct BuildState {
 struct ImageState {
   std::string streamId;
   std::string tenant, name, description, starter;
-  std::vector<std::string> packages;
-  std::vector<EnvVar> env;
+  SharedList<std::string> packages;
+  SharedList<EnvVar> env;
   uint64_t version = 0;  // stream version: the last event's
   bool deleted = false;
   int64_t createdAt = 0;           // end of the first successful build; 0 before
@@ -166,6 +208,22 @@ class Projection {
   std::set<std::string, std::less<>> texts_;      // digests and reasons, shared
 
   Text intern(std::string_view text) { return Text(&*texts_.emplace(text).first); }
+  SharedList<std::string> intern(std::vector<std::string> list) {
+    return SharedList<std::string>(&*textLists_.insert(std::move(list)).first);
+  }
+  SharedList<EnvVar> intern(std::vector<EnvVar> list) {
+    return SharedList<EnvVar>(&*envLists_.insert(std::move(list)).first);
+  }
+  struct EnvListLess {
+    bool operator()(const std::vector<EnvVar>& a, const std::vector<EnvVar>& b) const {
+      return std::lexicographical_compare(
+          a.begin(), a.end(), b.begin(), b.end(), [](const EnvVar& x, const EnvVar& y) {
+            return std::tie(x.key, x.value) < std::tie(y.key, y.value);
+          });
+    }
+  };
+  std::set<std::vector<std::string>> textLists_;         // images' added packages, shared
+  std::set<std::vector<EnvVar>, EnvListLess> envLists_;  // images' env, shared
   CatalogState catalog_;
 };
 

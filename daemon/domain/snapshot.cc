@@ -178,7 +178,7 @@ void Projection::save(schema::ProjectionSnapshot::Builder out) const {
     im.setDescription(image.description);
     im.setStarter(image.starter);
     setTexts(im.initPackages(static_cast<unsigned>(image.packages.size())), image.packages);
-    setEnv(im.initEnv(static_cast<unsigned>(image.env.size())), image.env);
+    setEnv(im.initEnv(static_cast<unsigned>(image.env.size())), image.env.get());
     im.setVersion(image.version);
     im.setDeleted(image.deleted);
     im.setCreatedAt(image.createdAt);
@@ -205,10 +205,10 @@ void Projection::save(schema::ProjectionSnapshot::Builder out) const {
         sl.setStatus(toSnapshot(l.status));
         auto found = setIndex.find(l.packages);
         sl.setPackageSet(found == setIndex.end() ? 0 : found->second);
-        sl.setCode(cstr(l.code));
-        sl.setReason(cstr(l.reason));
-        sl.setDigest(l.digest.c_str());
-        sl.setSbomDigest(l.sbomDigest.c_str());
+        sl.setCode(cstr(l.code()));
+        sl.setReason(cstr(l.reason()));
+        sl.setDigest(l.digest().c_str());
+        sl.setSbomDigest(l.sbomDigest().c_str());
       }
     }
   }
@@ -253,8 +253,8 @@ Projection Projection::load(schema::ProjectionSnapshot::Reader in) {
     image.name = im.getName();
     image.description = im.getDescription();
     image.starter = im.getStarter();
-    image.packages = texts(im.getPackages());
-    image.env = envOf<EnvVar>(im.getEnv());
+    image.packages = p.intern(texts(im.getPackages()));
+    image.env = p.intern(envOf<EnvVar>(im.getEnv()));
     image.version = im.getVersion();
     image.deleted = im.getDeleted();
     image.createdAt = im.getCreatedAt();
@@ -278,10 +278,11 @@ Projection Projection::load(schema::ProjectionSnapshot::Reader in) {
         const uint32_t set = sl.getPackageSet();
         KJ_REQUIRE(set <= sets.size(), "a line refers to a package set the snapshot lacks");
         if (set > 0) l.packages = sets[set - 1];
-        l.code = p.intern(sl.getCode().cStr());
-        l.reason = p.intern(sl.getReason().cStr());
-        l.digest = p.intern(sl.getDigest().cStr());
-        l.sbomDigest = p.intern(sl.getSbomDigest().cStr());
+        if (l.status == LineStatus::kSkipped) {
+          l.setSkipped(p.intern(sl.getCode().cStr()), p.intern(sl.getReason().cStr()));
+        } else if (l.status == LineStatus::kBuilt) {
+          l.setBuilt(p.intern(sl.getDigest().cStr()), p.intern(sl.getSbomDigest().cStr()));
+        }
         b.lines.push_back(std::move(l));
       }
       image.builds.push_back(std::move(b));

@@ -41,9 +41,9 @@ void fillLine(api::LineResult::Builder b, const LineState& l) {
   b.setVersion(domain::cstr(l.version));
   b.setStatus(domain::toString(l.status));
   setTexts(b.initPackages(l.packages->size()), *l.packages);
-  b.setCode(domain::cstr(l.code));
-  b.setReason(domain::cstr(l.reason));
-  b.setDigest(l.digest.c_str());
+  b.setCode(domain::cstr(l.code()));
+  b.setReason(domain::cstr(l.reason()));
+  b.setDigest(l.digest().c_str());
 }
 
 void fillBuild(api::Build::Builder b, const domain::BuildState& s) {
@@ -72,7 +72,7 @@ void fillImage(api::Image::Builder b, const ImageState& image, bool withBuilds) 
   b.setStatus(image.status());
   b.setCreatedAt(domain::formatTime(image.createdAt));
   setTexts(b.initPackages(image.packages.size()), image.packages);
-  setEnv(b.initEnv(image.env.size()), image.env);
+  setEnv(b.initEnv(image.env.size()), image.env.get());
   b.setVersion(image.version);
   if (const domain::BuildState* latest = image.latestBuild()) {
     auto lines = b.initLines(latest->lines.size());
@@ -93,7 +93,7 @@ void fillImage(api::Image::Builder b, const ImageState& image, bool withBuilds) 
     if (ok) {
       for (const LineState& l : ok->lines) {
         if (l.version == version && l.status == LineStatus::kBuilt)
-          tagList[i].setDigest(l.digest.c_str());
+          tagList[i].setDigest(l.digest().c_str());
       }
     }
     ++i;
@@ -426,7 +426,7 @@ class ImagedImpl final : public api::Imaged::Server {
     } else {
       domain::ImageState image;
       image.starter = spec.starter;
-      image.packages = spec.packages;
+      image.packages = domain::SharedList<std::string>(&spec.packages);  // spec outlives it
       jobs = domain::planBuild(c, image, 0);
     }
     if (!jobs.ok()) {
@@ -764,8 +764,8 @@ class ImagedImpl final : public api::Imaged::Server {
       }
       for (const LineState& l : ok->lines) {
         if (l.line != wanted || l.status != LineStatus::kBuilt) continue;
-        if (l.sbomDigest.empty()) return Error{"E_NOT_FOUND", "line " + wanted + " has no SBOM"};
-        auto spdx = service_.blobs()->read(l.sbomDigest.str());
+        if (l.sbomDigest().empty()) return Error{"E_NOT_FOUND", "line " + wanted + " has no SBOM"};
+        auto spdx = service_.blobs()->read(l.sbomDigest().str());
         if (!spdx.ok()) return spdx.error();
         context.getResults().setLine(domain::cstr(l.line));
         context.getResults().setVersion(domain::cstr(l.version));
@@ -808,7 +808,7 @@ class ImagedImpl final : public api::Imaged::Server {
           v = it->second;
           if (const auto* ok = now->latestSuccessfulBuild()) {
             for (const LineState& l : ok->lines) {
-              if (l.status == LineStatus::kBuilt && l.version == v) d = l.digest.str();
+              if (l.status == LineStatus::kBuilt && l.version == v) d = l.digest().str();
             }
           }
         }
@@ -856,7 +856,7 @@ class ImagedImpl final : public api::Imaged::Server {
     ExportPlan plan;
     auto digestOf = [&](const std::string& version) -> std::string {
       for (const LineState& l : ok->lines) {
-        if (l.status == LineStatus::kBuilt && l.version == version) return l.digest.str();
+        if (l.status == LineStatus::kBuilt && l.version == version) return l.digest().str();
       }
       return "";
     };

@@ -155,7 +155,7 @@ std::string describe(const domain::Projection& p) {
         << "'\n";
       for (const auto& l : b.lines) {
         o << "    " << l.line << " " << l.version << " " << domain::toString(l.status) << " "
-          << l.code << " '" << l.reason << "' " << l.digest << " " << l.sbomDigest << " [";
+          << l.code() << " '" << l.reason() << "' " << l.digest() << " " << l.sbomDigest() << " [";
         for (const auto& pk : *l.packages) o << " " << pk;
         o << " ]\n";
       }

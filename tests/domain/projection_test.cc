@@ -32,7 +32,7 @@ TEST_F(ProjectionTest, AnEditSupersedesTheRunningBuildAndTheNewBuildDecidesTagsA
   const auto tags = web->tags();
   EXPECT_EQ(tags.at("latest"), "3.13.1");
   EXPECT_EQ(tags.at("3.12"), "3.12.8");
-  EXPECT_EQ(web->builds[2].lines[1].digest, "sha256:m4");
+  EXPECT_EQ(web->builds[2].lines[1].digest(), "sha256:m4");
 }
 
 TEST_F(ProjectionTest, CreatedAtIsTheEndOfTheFirstSuccessfulBuildOnly) {
