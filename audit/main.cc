@@ -74,13 +74,13 @@ ordered_json imageJson(const ImageState& i) {
     error = {{"code", latest->errorCode}, {"message", latest->errorMessage}};
   }
   return {{"name", i.name},
-          {"fullName", i.tenant + "/" + i.name},
+          {"fullName", i.tenant.str() + "/" + i.name},
           {"description", i.description},
           {"starter", i.starter},
           {"status", i.status()},
           {"createdAt",
            i.createdAt ? ordered_json(imaged::formatTime(i.createdAt)) : ordered_json(nullptr)},
-          {"packages", i.packages},
+          {"packages", i.packages.get()},
           {"env", env},
           {"version", i.version},
           {"lines", lines},

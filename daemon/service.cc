@@ -66,6 +66,9 @@ Status Service::start() {
   replaying_ = false;
   logger_->info("log replayed: {} events ({} after the snapshot)", projection_.lastSequence(),
                 projection_.lastSequence() - snapshotSequence_);
+  // Decoding the snapshot and replaying left freed memory in the heap that the daemon will not
+  // need again at that size: give it back.
+  malloc_trim(0);
   // A snapshot due now is taken once the daemon serves, not before.
   poster_->post([this] { maybeSnapshot(); });
 
@@ -518,8 +521,8 @@ void Service::recordCatalog(const std::string& why, bool waitForIt) {
           latest->catalogDigest == catalog_->digest()) {
         continue;
       }
-      const auto before = linesOf(previous.starters, image->starter);
-      const auto after = linesOf(now, image->starter);
+      const auto before = linesOf(previous.starters, image->starter.str());
+      const auto after = linesOf(now, image->starter.str());
       auto same = before.size() == after.size() &&
                   std::equal(before.begin(), before.end(), after.begin(),
                              [](const catalog::BuiltLine& a, const catalog::BuiltLine& b) {

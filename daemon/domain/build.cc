@@ -12,7 +12,7 @@ Result<std::vector<LineJob>> planBuild(const std::shared_ptr<const catalog::Cata
   const catalog::Starter* starter = catalog->findStarter(image.starter);
   if (!starter) {
     return Error{"E_STARTER_NOT_FOUND",
-                 "the catalog no longer offers the starter image '" + image.starter + "'"};
+                 "the catalog no longer offers the starter image '" + image.starter.str() + "'"};
   }
   auto atoms = validatePackages(image.packages, *catalog);
   if (!atoms.ok()) return atoms.error();
@@ -24,7 +24,7 @@ Result<std::vector<LineJob>> planBuild(const std::shared_ptr<const catalog::Cata
         blobs,   nullptr, {}};
     image::LineImageInput& in = job.image;
     in.catalog = catalog;
-    in.tenant = image.tenant;
+    in.tenant = image.tenant.str();
     in.starter = starter->name;
     in.line = line.line;
     in.version = line.production().version;

@@ -90,14 +90,14 @@ Result<store::AppendRequest> planEdit(const Projection& projection, const catalo
   const ImageState& image = **found;
   if (edit.starter && *edit.starter != image.starter) {
     return Error{"E_IMMUTABLE_FIELD",
-                 "the starter of an image cannot change (it is " + image.starter + ")"};
+                 "the starter of an image cannot change (it is " + image.starter.str() + ")"};
   }
   if (edit.name && *edit.name != image.name) {
     return Error{"E_IMMUTABLE_FIELD", "the name of an image cannot change"};
   }
   if (auto s = checkVersion(image, expectedVersion); !s.ok()) return s.error();
 
-  CreateRequest next{image.name, edit.description.value_or(image.description), image.starter,
+  CreateRequest next{image.name, edit.description.value_or(image.description), image.starter.str(),
                      image.packages, image.env};
   for (const std::string& remove : edit.removePackages) {
     auto it = std::find(next.packages.begin(), next.packages.end(), remove);

@@ -91,17 +91,17 @@ void Projection::apply(const schema::Event::Reader& event) {
     auto created = payload.getImageCreated();
     ImageState image;
     image.streamId = streamId;
-    image.tenant = created.getTenant();
+    image.tenant = intern(created.getTenant().cStr());
     image.name = created.getName();
     image.description = created.getDescription();
-    image.starter = created.getStarter();
+    image.starter = intern(created.getStarter().cStr());
     image.packages = intern(texts(created.getPackages()));
     image.env = intern(envOf<EnvVar>(created.getEnv()));
     image.version = event.getStreamVersion();
     if (event.getIdempotencyKey().size() > 0) createdBy_[event.getIdempotencyKey()] = streamId;
-    Name& n = names_[nameKey(image.tenant, image.name)];
+    ImageState& stored = store(std::move(image));
+    Name& n = nameOf(stored);
     n.incarnations += 1;
-    ImageState& stored = streams_[streamId] = std::move(image);
     n.live = &stored;
     return;
   }
@@ -126,7 +126,7 @@ void Projection::applyToImage(ImageState& image, const schema::Event::Reader& ev
     case schema::Payload::IMAGE_DELETED:
       image.deleted = true;
       cancelRunning(image, time, intern("E_SUPERSEDED"), intern("the image was deleted"));
-      if (auto it = names_.find(nameKey(image.tenant, image.name));
+      if (auto it = names_.find(NameKey(image.tenant, image.name));
           it != names_.end() && it->second.live == &image) {
         it->second.live = nullptr;
       }
@@ -219,12 +219,23 @@ void Projection::applyToImage(ImageState& image, const schema::Event::Reader& ev
   }
 }
 
-std::string Projection::nameKey(const std::string& tenant, const std::string& name) {
-  return tenant + "/" + name;
+ImageState& Projection::store(ImageState image) {
+  const std::string id = image.streamId;
+  streams_.erase(id);
+  // Inserted under a view of `id`, then re-keyed with a view of the stored image's own id.
+  auto node = streams_.extract(streams_.emplace(std::string_view(id), std::move(image)).first);
+  node.key() = node.mapped().streamId;
+  return streams_.insert(std::move(node)).position->second;
+}
+
+Projection::Name& Projection::nameOf(const ImageState& stored) {
+  // A new entry's key views this image's tenant and name; an existing one keeps the views of
+  // the first image of that name, which stays stored too.
+  return names_[NameKey(stored.tenant, stored.name)];
 }
 
 const ImageState* Projection::find(const std::string& tenant, const std::string& name) const {
-  auto it = names_.find(nameKey(tenant, name));
+  auto it = names_.find(NameKey(tenant, name));
   return it == names_.end() ? nullptr : it->second.live;
 }
 
@@ -235,9 +246,8 @@ const ImageState* Projection::byStream(const std::string& streamId) const {
 
 std::vector<const ImageState*> Projection::gallery(const std::string& tenant) const {
   std::vector<const ImageState*> out;
-  const std::string prefix = tenant + "/";
-  for (auto it = names_.lower_bound(prefix); it != names_.end() && it->first.starts_with(prefix);
-       ++it) {
+  for (auto it = names_.lower_bound(NameKey(tenant, ""));
+       it != names_.end() && it->first.first == tenant; ++it) {
     if (it->second.live) out.push_back(it->second.live);
   }
   return out;
@@ -252,7 +262,7 @@ std::vector<const ImageState*> Projection::liveImages() const {
 }
 
 std::string Projection::nextStreamId(const std::string& tenant, const std::string& name) const {
-  auto it = names_.find(nameKey(tenant, name));
+  auto it = names_.find(NameKey(tenant, name));
   const uint32_t n = (it == names_.end() ? 0 : it->second.incarnations) + 1;
   return "image/" + tenant + "/" + name + "/" + std::to_string(n);
 }
@@ -264,7 +274,7 @@ const ImageState* Projection::byIdempotencyKey(const std::string& key) const {
 
 std::vector<std::string> Projection::tenants() const {
   std::set<std::string> out;
-  for (const auto& [id, image] : streams_) out.insert(image.tenant);
+  for (const auto& [id, image] : streams_) out.insert(image.tenant.str());
   return {out.begin(), out.end()};
 }
 

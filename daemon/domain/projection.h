@@ -128,7 +128,9 @@ struct BuildState {
 
 struct ImageState {
   std::string streamId;
-  std::string tenant, name, description, starter;
+  Text tenant;  // interned: few tenants, many images
+  std::string name, description;
+  Text starter;  // interned
   SharedList<std::string> packages;
   SharedList<EnvVar> env;
   uint64_t version = 0;  // stream version: the last event's
@@ -192,17 +194,23 @@ class Projection {
 
  private:
   void applyToImage(ImageState& image, const schema::Event::Reader& event);
-  // The key of names_: "tenant/name".
-  static std::string nameKey(const std::string& tenant, const std::string& name);
+  // Stores an image under its stream id (replacing one of that id); returns the stored one.
+  ImageState& store(ImageState image);
+  // The name entry of a stored image (created with no incarnations when new).
+  struct Name;
+  Name& nameOf(const ImageState& stored);
 
+  // Keys are views of what the stored images hold (their stream id, interned tenant and name),
+  // so that each is held once; nothing is ever removed from streams_, so they stay valid.
+  using NameKey = std::pair<std::string_view, std::string_view>;  // tenant, name
   uint64_t lastSequence_ = 0;
   int64_t lastTime_ = 0;
-  std::map<std::string, ImageState> streams_;  // by stream id, deleted ones included
+  std::map<std::string_view, ImageState> streams_;  // by stream id, deleted ones included
   struct Name {
     uint32_t incarnations = 0;         // images ever created with the name
     const ImageState* live = nullptr;  // the live one, in streams_
   };
-  std::map<std::string, Name> names_;             // by "tenant/name"
+  std::map<NameKey, Name> names_;                 // by tenant, then name
   std::map<std::string, std::string> createdBy_;  // idempotency key -> stream id
   std::set<PackageSet> packageSets_;              // every distinct resolved set, shared
   std::set<std::string, std::less<>> texts_;      // digests and reasons, shared

@@ -172,11 +172,11 @@ void Projection::save(schema::ProjectionSnapshot::Builder out) const {
   unsigned ii = 0;
   for (const auto& [streamId, image] : streams_) {
     auto im = images[ii++];
-    im.setStreamId(streamId);
-    im.setTenant(image.tenant);
+    im.setStreamId(image.streamId);
+    im.setTenant(image.tenant.c_str());
     im.setName(image.name);
     im.setDescription(image.description);
-    im.setStarter(image.starter);
+    im.setStarter(image.starter.c_str());
     setTexts(im.initPackages(static_cast<unsigned>(image.packages.size())), image.packages);
     setEnv(im.initEnv(static_cast<unsigned>(image.env.size())), image.env.get());
     im.setVersion(image.version);
@@ -216,7 +216,7 @@ void Projection::save(schema::ProjectionSnapshot::Builder out) const {
   auto incarnations = out.initIncarnations(static_cast<unsigned>(names_.size()));
   unsigned ni = 0;
   for (const auto& [k, n] : names_) {
-    incarnations[ni].setKey(k);
+    incarnations[ni].setKey(std::string(k.first) + "/" + std::string(k.second));
     incarnations[ni++].setCount(n.incarnations);
   }
   auto createdBy = out.initCreatedBy(static_cast<unsigned>(createdBy_.size()));
@@ -249,10 +249,10 @@ Projection Projection::load(schema::ProjectionSnapshot::Reader in) {
   for (auto im : in.getImages()) {
     ImageState image;
     image.streamId = im.getStreamId();
-    image.tenant = im.getTenant();
+    image.tenant = p.intern(im.getTenant().cStr());
     image.name = im.getName();
     image.description = im.getDescription();
-    image.starter = im.getStarter();
+    image.starter = p.intern(im.getStarter().cStr());
     image.packages = p.intern(texts(im.getPackages()));
     image.env = p.intern(envOf<EnvVar>(im.getEnv()));
     image.version = im.getVersion();
@@ -287,18 +287,29 @@ Projection Projection::load(schema::ProjectionSnapshot::Reader in) {
       }
       image.builds.push_back(std::move(b));
     }
-    const std::string streamId = image.streamId;
-    auto [it, added] = p.streams_.emplace(streamId, std::move(image));
-    KJ_REQUIRE(added, "an image stream appears twice in the snapshot");
-    if (!it->second.deleted) {
-      Name& n = p.names_[Projection::nameKey(it->second.tenant, it->second.name)];
+    KJ_REQUIRE(p.streams_.count(image.streamId) == 0,
+               "an image stream appears twice in the snapshot");
+    ImageState& stored = p.store(std::move(image));
+    Name& n = p.nameOf(stored);
+    if (!stored.deleted) {
       KJ_REQUIRE(n.live == nullptr, "two live images have one name in the snapshot");
-      n.live = &it->second;
+      n.live = &stored;
     }
   }
-  for (auto n : in.getIncarnations()) p.names_[n.getKey()].incarnations = n.getCount();
+  for (auto n : in.getIncarnations()) {
+    // Saved as "tenant/name"; every name with incarnations has a stored image.
+    const std::string_view key(n.getKey().cStr());
+    Name* name = nullptr;
+    for (size_t slash = key.find('/'); !name && slash != std::string_view::npos;
+         slash = key.find('/', slash + 1)) {
+      auto it = p.names_.find(NameKey(key.substr(0, slash), key.substr(slash + 1)));
+      if (it != p.names_.end()) name = &it->second;
+    }
+    KJ_REQUIRE(name != nullptr, "an image name of the snapshot has no image");
+    name->incarnations = n.getCount();
+  }
   for (auto c : in.getCreatedBy()) {
-    KJ_REQUIRE(p.streams_.count(c.getStreamId()) == 1,
+    KJ_REQUIRE(p.streams_.count(std::string_view(c.getStreamId().cStr())) == 1,
                "an idempotency key names an image the snapshot lacks");
     p.createdBy_[c.getKey()] = c.getStreamId();
   }

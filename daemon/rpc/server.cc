@@ -65,10 +65,10 @@ void fillBuild(api::Build::Builder b, const domain::BuildState& s) {
 
 void fillImage(api::Image::Builder b, const ImageState& image, bool withBuilds) {
   b.setName(image.name);
-  b.setFullName(image.tenant + "/" + image.name);
-  b.setTenant(image.tenant);
+  b.setFullName(image.tenant.str() + "/" + image.name);
+  b.setTenant(image.tenant.c_str());
   b.setDescription(image.description);
-  b.setStarter(image.starter);
+  b.setStarter(image.starter.c_str());
   b.setStatus(image.status());
   b.setCreatedAt(domain::formatTime(image.createdAt));
   setTexts(b.initPackages(image.packages.size()), image.packages);
@@ -425,7 +425,7 @@ class ImagedImpl final : public api::Imaged::Server {
       jobs = atoms.error();
     } else {
       domain::ImageState image;
-      image.starter = spec.starter;
+      image.starter = domain::Text(&spec.starter);                       // spec outlives it
       image.packages = domain::SharedList<std::string>(&spec.packages);  // spec outlives it
       jobs = domain::planBuild(c, image, 0);
     }
