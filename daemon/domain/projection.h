@@ -24,8 +24,8 @@ namespace imaged::domain {
 
 using catalog::EnvVar;
 
-enum class LineStatus { kPending, kBuilt, kSkipped };
-enum class BuildStatus { kInProgress, kSucceeded, kFailed, kCancelled };
+enum class LineStatus : uint8_t { kPending, kBuilt, kSkipped };
+enum class BuildStatus : uint8_t { kInProgress, kSucceeded, kFailed, kCancelled };
 
 // A resolved package set (name=version, sorted). Identical sets are shared: most lines of most
 // images resolve to one of a few sets, and the projection keeps one copy of each.
