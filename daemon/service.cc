@@ -36,7 +36,15 @@ Service::Service(asio::io_context& io, store::EventLog& log, std::shared_ptr<spd
       blobs_(options_.blobDir.empty() ? nullptr
                                       : std::make_shared<image::BlobStore>(options_.blobDir)),
       gcTimer_(io),
-      poster_(std::make_shared<Poster>(io)) {}
+      poster_(std::make_shared<Poster>(io)) {
+  // An image reused within a second of the last check is not checked again (line_image.cc);
+  // that second must stay well inside the collector's grace period (0 in tests: always check).
+  if (blobs_) {
+    blobs_->setRecheckAfter(std::min<std::chrono::milliseconds>(
+        std::chrono::seconds(1),
+        std::chrono::duration_cast<std::chrono::milliseconds>(options_.gcGrace) / 4));
+  }
+}
 
 Service::~Service() {
   stop();

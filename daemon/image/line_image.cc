@@ -245,22 +245,28 @@ Result<LineImage> writeLineImage(const LineImageInput& in, BlobStore& blobs) {
   for (const auto& e : in.entrypoint) inputs += "entrypoint:" + e + "\n";
   for (const auto& c : in.cmd) inputs += "cmd:" + c + "\n";
   const std::string imageKey = sha256Digest(inputs);
-  auto usable = [&](std::optional<BlobStore::Derived> d) -> std::optional<BlobStore::Derived> {
-    if (!d) return d;
+  // Found intact moments ago (BlobStore::recheckAfter, a second in the daemon), an entry is
+  // used without looking again: a package file removed within that second goes unnoticed
+  // until the next check, the blobs cannot have been collected (they were refreshed then).
+  auto usable = [&](const std::string& key) -> std::optional<BlobStore::Derived> {
+    bool recent = false;
+    auto d = blobs.derived(key, &recent);
+    if (!d || recent) return d;
     std::error_code ec;
     for (catalog::PackageId id : ids) {
       if (!std::filesystem::exists(pathOf(id), ec)) return std::nullopt;
     }
     if (!blobs.refreshAll(*d)) return std::nullopt;
+    blobs.markChecked(key);
     return d;
   };
   if (cacheable) {
-    if (auto image = usable(blobs.derived(imageKey))) {
+    if (auto image = usable(imageKey)) {
       return LineImage{image->blobs[0], image->blobs[1]};
     }
   }
   std::optional<BlobStore::Derived> layer;
-  if (cacheable) layer = usable(blobs.derived(layerKey));
+  if (cacheable) layer = usable(layerKey);
   if (!layer) {
     auto written = writePackagesLayer(in, ids, sortedWorld, created, pathOf, blobs);
     if (!written.ok()) return written.error();

@@ -232,16 +232,27 @@ std::optional<uint64_t> BlobStore::removeIfOlder(const std::string& digest,
   return static_cast<uint64_t>(st.st_size);
 }
 
-std::optional<BlobStore::Derived> BlobStore::derived(const std::string& key) const {
+std::optional<BlobStore::Derived> BlobStore::derived(const std::string& key, bool* recent) const {
   std::lock_guard lk(cacheMutex_);
   auto it = derived_.find(key);
   if (it == derived_.end()) return std::nullopt;
-  return it->second;
+  if (recent) {
+    *recent = recheckAfter_.count() > 0 && it->second.checked.time_since_epoch().count() != 0 &&
+              std::chrono::steady_clock::now() - it->second.checked < recheckAfter_;
+  }
+  return it->second.derived;
+}
+
+void BlobStore::markChecked(const std::string& key) {
+  std::lock_guard lk(cacheMutex_);
+  if (auto it = derived_.find(key); it != derived_.end()) {
+    it->second.checked = std::chrono::steady_clock::now();
+  }
 }
 
 void BlobStore::remember(const std::string& key, Derived derived) {
   std::lock_guard lk(cacheMutex_);
-  if (!derived_.emplace(key, std::move(derived)).second) return;
+  if (!derived_.emplace(key, Entry{std::move(derived), {}}).second) return;
   derivedOrder_.push_back(key);
   if (derivedOrder_.size() > kMaxDerived) {
     derived_.erase(derivedOrder_.front());

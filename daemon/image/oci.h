@@ -81,16 +81,28 @@ class BlobStore {
     std::vector<Descriptor> blobs;
     std::string note;  // what else goes with them (a layer's diff id)
   };
-  std::optional<Derived> derived(const std::string& key) const;
+  // `recent`, when given, tells whether the entry was found intact (markChecked) less than
+  // recheckAfter() ago: its blobs were refreshed then, so the collector, which keeps a blob
+  // for a grace period after its last use, cannot have taken them since.
+  std::optional<Derived> derived(const std::string& key, bool* recent = nullptr) const;
   void remember(const std::string& key, Derived derived);
+  void markChecked(const std::string& key);
+  // 0 (the default): every use checks again. Keep it well below the collector's grace period.
+  void setRecheckAfter(std::chrono::milliseconds after) { recheckAfter_ = after; }
+  std::chrono::milliseconds recheckAfter() const { return recheckAfter_; }
   // refresh() of every blob; false when one is gone.
   bool refreshAll(const Derived& derived);
 
  private:
+  struct Entry {
+    Derived derived;
+    std::chrono::steady_clock::time_point checked{};  // last found intact; never: epoch
+  };
   std::string dir_;
   std::mutex reuseMutex_;  // refresh() against removeIfOlder()
   mutable std::mutex cacheMutex_;
-  std::map<std::string, Derived> derived_;
+  std::chrono::milliseconds recheckAfter_{0};
+  std::map<std::string, Entry> derived_;
   std::deque<std::string> derivedOrder_;  // oldest first, for eviction
   static constexpr size_t kMaxDerived = 8192;
 };

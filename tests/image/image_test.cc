@@ -356,6 +356,38 @@ TEST(LineImage, ALayerIsBuiltOnceForTheSamePackagesAndSharedByOtherImages) {
   EXPECT_EQ(missing.error().code, "E_PACKAGE_MISSING");
 }
 
+// With a recheck window (the daemon's second), an image found intact is used again without
+// looking; after the window, or without one, a package file that went is reported again.
+TEST(LineImage, AnImageCheckedMomentsAgoIsReusedWithoutLookingAgain) {
+  TempDir dir;
+  fs::copy(kSample, dir.sub("catalog"), fs::copy_options::recursive);
+  auto c = *catalog::Catalog::load(dir.sub("catalog"));
+  BlobStore store(dir.sub("blobs"));
+  store.setRecheckAfter(std::chrono::hours(1));
+  auto first = writeLineImage(pythonLine(c), store);  // written: not checked yet
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  const std::string victim = dir.sub("catalog/repositories/main/x86_64/py3.13-flask-3.1.0-r0.apk");
+  fs::remove(victim);
+  // A written image was never found intact by a check: this use checks, and finds the loss.
+  auto checked = writeLineImage(pythonLine(c), store);
+  ASSERT_FALSE(checked.ok());
+  EXPECT_EQ(checked.error().code, "E_PACKAGE_MISSING");
+  // Put back, checked intact once; gone again, it goes unnoticed within the window ...
+  fs::copy(kSample + "/repositories/main/x86_64/py3.13-flask-3.1.0-r0.apk", victim);
+  auto intact = writeLineImage(pythonLine(c), store);
+  ASSERT_TRUE(intact.ok()) << intact.error().message;
+  EXPECT_EQ(intact->manifest.digest, first->manifest.digest);
+  fs::remove(victim);
+  auto reused = writeLineImage(pythonLine(c), store);
+  ASSERT_TRUE(reused.ok()) << reused.error().message;
+  EXPECT_EQ(reused->manifest.digest, first->manifest.digest);
+  // ... and is found once the window is over.
+  store.setRecheckAfter(std::chrono::milliseconds(0));
+  auto after = writeLineImage(pythonLine(c), store);
+  ASSERT_FALSE(after.ok());
+  EXPECT_EQ(after.error().code, "E_PACKAGE_MISSING");
+}
+
 TEST(LineImage, ACachedLayerWhoseBlobWasCollectedIsBuiltAgain) {
   auto c = *catalog::Catalog::load(kSample);
   TempDir dir;
