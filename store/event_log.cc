@@ -863,6 +863,9 @@ Result<VerifyReport> EventLog::verify() const {
     report.problem = std::move(problem);
     return false;
   };
+  // What the index must say of each event up to meta.indexed: its stream (hashed) and version.
+  std::vector<IndexedEvent> mustIndex;
+  mustIndex.reserve((*txn)->indexed_);
   auto s = (*txn)->forEach(0, [&](const EventRef& e) {
     if (e.sequence() != expected) {
       return fail(expected, e.sequence() < expected
@@ -882,6 +885,11 @@ Result<VerifyReport> EventLog::verify() const {
       auto p = ev.getPrevHash();
       if (p.size() != kHashSize || std::memcmp(p.begin(), prev.data(), kHashSize) != 0) {
         return fail(e.sequence(), "chain broken: prevHash is not the previous event's hash");
+      }
+      if (e.sequence() <= (*txn)->indexed_) {
+        auto id = ev.getStreamId();
+        mustIndex.push_back({std::hash<std::string_view>{}(std::string_view(id.begin(), id.size())),
+                             ev.getStreamVersion()});
       }
     } catch (const kj::Exception& ex) {
       return fail(e.sequence(),
@@ -910,7 +918,65 @@ Result<VerifyReport> EventLog::verify() const {
       fail(report.events, "the head hash in meta does not match the last event");
     }
   }
+  if (report.intact) verifyStreamIndex(**txn, mustIndex, &report);
   return report;
+}
+
+void EventLog::verifyStreamIndex(const ReadTxn& txn, std::vector<IndexedEvent>& mustIndex,
+                                 VerifyReport* report) const {
+  auto bad = [&](std::string problem) {
+    report->indexIntact = false;
+    report->indexProblem = std::move(problem);
+  };
+  if (mustIndex.size() != txn.indexed_) {
+    return bad("meta.indexed names event " + std::to_string(txn.indexed_) + " of " +
+               std::to_string(mustIndex.size()));
+  }
+  MDB_cursor* cursor = nullptr;
+  if (mdb_cursor_open(txn.txn_, streamsDbi_, &cursor) != MDB_SUCCESS) {
+    return bad("the streams index cannot be read");
+  }
+  std::unique_ptr<MDB_cursor, void (*)(MDB_cursor*)> guard(cursor, mdb_cursor_close);
+  MDB_val key, data;
+  uint64_t covered = 0;
+  for (int rc = mdb_cursor_get(cursor, &key, &data, MDB_FIRST); rc == MDB_SUCCESS;
+       rc = mdb_cursor_get(cursor, &key, &data, MDB_NEXT)) {
+    const auto* k = static_cast<const char*>(key.mv_data);
+    const auto* nul = static_cast<const char*>(std::memchr(k, '\0', key.mv_size));
+    if (!nul || key.mv_size != static_cast<size_t>(nul - k) + 9) {
+      return bad("a streams key is not stream id, NUL, version");
+    }
+    const std::string_view stream(k, nul - k);
+    std::optional<StreamRun> run;
+    try {
+      run = decodeRun(key, data, stream);
+    } catch (const CorruptIndex& c) {
+      return bad(c.message);
+    }
+    const size_t hash = std::hash<std::string_view>{}(stream);
+    for (uint64_t i = 0; i < run->count; ++i) {
+      const uint64_t seq = run->firstSequence + i, version = run->firstVersion + i;
+      const std::string where = std::string(stream) + " version " + std::to_string(version);
+      if (seq > mustIndex.size()) {
+        return bad(where + " names event " + std::to_string(seq) + ", past meta.indexed");
+      }
+      IndexedEvent& e = mustIndex[seq - 1];
+      if (e.version == 0) return bad(where + " names event " + std::to_string(seq) + " again");
+      if (e.stream != hash || e.version != version) {
+        return bad(where + " names event " + std::to_string(seq) + ", which is another's");
+      }
+      e.version = 0;
+      ++covered;
+    }
+  }
+  if (covered != mustIndex.size()) {
+    for (size_t i = 0; i < mustIndex.size(); ++i) {
+      if (mustIndex[i].version != 0) {
+        return bad("event " + std::to_string(i + 1) + " is in no run of the streams index");
+      }
+    }
+  }
+  report->indexed = covered;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -174,6 +174,11 @@ struct VerifyReport {
   bool intact = true;
   uint64_t firstBad = 0;  // sequence of the first bad event (or of the gap) when !intact
   std::string problem;    // what is wrong there, for people
+  // The `streams` index, checked when the records are intact: every event up to meta.indexed
+  // lies in exactly one run, under its own stream and version, and no run names anything else.
+  bool indexIntact = true;
+  uint64_t indexed = 0;      // events the index covers
+  std::string indexProblem;  // the first thing wrong with it, for people
 };
 
 class EventLog {
@@ -226,7 +231,7 @@ class EventLog {
 
   // Walks the whole log in one snapshot: sequence keys without gaps, each record decodes, its
   // sequence matches its key, its prevHash is the previous hash, its hash matches its bytes, and
-  // the head in `meta` is the last hash.
+  // the head in `meta` is the last hash. Then the streams index against the records.
   Result<VerifyReport> verify() const;
 
   // The current map size in bytes (grows on demand).
@@ -273,6 +278,14 @@ class EventLog {
   void writerLoop();
   void answerLoop();
   Completion commitBatch(std::vector<Pending>& batch);
+  // What verify() learnt of an event up to meta.indexed: its stream (hashed) and version (0
+  // once a run of the index has named it).
+  struct IndexedEvent {
+    size_t stream;
+    uint64_t version;
+  };
+  void verifyStreamIndex(const ReadTxn& txn, std::vector<IndexedEvent>& mustIndex,
+                         VerifyReport* report) const;
   // Writes tail_ and `staged` into the streams index, and meta.indexed = `upTo`.
   void writeStreamIndex(MDB_txn* txn, const StreamTail& staged, uint64_t upTo);
   Status growMap();

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <functional>
 #include <future>
 #include <map>
 #include <random>
@@ -145,6 +146,76 @@ TEST(StreamIndex, TwoRequestsForOneStreamInOneBatchSeeEachOther) {
   for (uint64_t s = 1; s <= 40; ++s) all.push_back(s);
   EXPECT_EQ(sequences, all);
   expectStreams(*log, {{"s", all}});
+}
+
+// Edits the raw `streams` database of the (closed) store at `path`.
+void editStreams(const std::string& path, const std::function<void(MDB_txn*, MDB_dbi)>& fn) {
+  MDB_env* env;
+  ASSERT_EQ(mdb_env_create(&env), 0);
+  mdb_env_set_maxdbs(env, 8);
+  ASSERT_EQ(mdb_env_open(env, path.c_str(), 0, 0600), 0);
+  MDB_txn* txn;
+  ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
+  MDB_dbi dbi;
+  ASSERT_EQ(mdb_dbi_open(txn, "streams", 0, &dbi), 0);
+  fn(txn, dbi);
+  ASSERT_EQ(mdb_txn_commit(txn), 0);
+  mdb_env_close(env);
+}
+
+VerifyReport verified(const std::string& path) {
+  auto log = open(path, 4096, /*readOnly=*/true);
+  auto v = log->verify();
+  EXPECT_TRUE(v.ok());
+  EXPECT_TRUE(v->intact) << v->problem;
+  return *v;
+}
+
+TEST(StreamIndex, VerifyChecksTheIndexAgainstTheRecords) {
+  TempDir dir;
+  {
+    auto log = open(dir.path(), 10);
+    ASSERT_TRUE(log);
+    std::mt19937 rng(3);
+    appendHistory(*log, rng, 30);  // some indexed, the rest after meta.indexed
+  }
+  const VerifyReport good = verified(dir.path());
+  EXPECT_TRUE(good.indexIntact) << good.indexProblem;
+  EXPECT_GT(good.indexed, 0u);
+  EXPECT_LT(good.indexed, good.events);
+
+  // A run that names another stream's event.
+  const std::string copy = dir.path() + "-copy";
+  std::filesystem::copy(dir.path(), copy);
+  editStreams(dir.path(), [](MDB_txn* txn, MDB_dbi dbi) {
+    MDB_cursor* c;
+    ASSERT_EQ(mdb_cursor_open(txn, dbi, &c), 0);
+    MDB_val k, d;
+    ASSERT_EQ(mdb_cursor_get(c, &k, &d, MDB_FIRST), 0);
+    std::string value(static_cast<const char*>(d.mv_data), d.mv_size);
+    auto seq = encodeU64(decodeU64(value.data()) + 1);
+    value.replace(0, 8, reinterpret_cast<const char*>(seq.data()), 8);
+    MDB_val nd{value.size(), value.data()};
+    ASSERT_EQ(mdb_cursor_put(c, &k, &nd, MDB_CURRENT), 0);
+    mdb_cursor_close(c);
+  });
+  VerifyReport moved = verified(dir.path());
+  EXPECT_FALSE(moved.indexIntact);
+  EXPECT_NE(moved.indexProblem.find("names event"), std::string::npos) << moved.indexProblem;
+
+  // A run that is gone: its events are in none.
+  editStreams(copy, [](MDB_txn* txn, MDB_dbi dbi) {
+    MDB_cursor* c;
+    ASSERT_EQ(mdb_cursor_open(txn, dbi, &c), 0);
+    MDB_val k, d;
+    ASSERT_EQ(mdb_cursor_get(c, &k, &d, MDB_LAST), 0);
+    ASSERT_EQ(mdb_cursor_del(c, 0), 0);
+    mdb_cursor_close(c);
+  });
+  VerifyReport gone = verified(copy);
+  EXPECT_FALSE(gone.indexIntact);
+  EXPECT_NE(gone.indexProblem.find("in no run"), std::string::npos) << gone.indexProblem;
+  std::filesystem::remove_all(copy);
 }
 
 // The store in tests/store/data/format1 was written by the format-1 code (one `streams` entry
