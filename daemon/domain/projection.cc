@@ -73,7 +73,8 @@ void cancelRunning(ImageState& image, int64_t time, Text code, Text why) {
 void Projection::apply(const schema::Event::Reader& event) {
   lastSequence_ = event.getSequence();
   lastTime_ = std::max(lastTime_, event.getTime());
-  const std::string streamId = event.getStreamId();
+  const auto id = event.getStreamId();
+  const std::string_view streamId(id.begin(), id.size());  // no copy: most events only look up
   auto payload = event.getPayload();
 
   if (payload.which() == schema::Payload::CATALOG_LOADED) {
@@ -90,7 +91,7 @@ void Projection::apply(const schema::Event::Reader& event) {
   if (payload.which() == schema::Payload::IMAGE_CREATED) {
     auto created = payload.getImageCreated();
     ImageState image;
-    image.streamId = streamId;
+    image.streamId = std::string(streamId);
     image.tenant = intern(created.getTenant().cStr());
     image.name = created.getName();
     image.description = created.getDescription();
@@ -98,7 +99,9 @@ void Projection::apply(const schema::Event::Reader& event) {
     image.packages = intern(texts(created.getPackages()));
     image.env = intern(envOf<EnvVar>(created.getEnv()));
     image.version = event.getStreamVersion();
-    if (event.getIdempotencyKey().size() > 0) createdBy_[event.getIdempotencyKey()] = streamId;
+    if (event.getIdempotencyKey().size() > 0) {
+      createdBy_[event.getIdempotencyKey()] = std::string(streamId);
+    }
     ImageState& stored = store(std::move(image));
     Name& n = nameOf(stored);
     n.incarnations += 1;
