@@ -283,7 +283,7 @@ void Service::appendBuildEvents(const std::string& streamId,
 void Service::startBuild(const std::string& streamId, uint64_t buildId) {
   if (stopped_ || running_.count(buildId) || !isCurrent(streamId, buildId)) return;
   const domain::ImageState& image = *projection_.byStream(streamId);
-  auto jobs = domain::planBuild(catalog_, image, buildId, blobs_);
+  auto jobs = domain::planBuild(catalog_, image, buildId, blobs_, resolutions_);
   if (!jobs.ok()) {
     appendBuildEvents(streamId, only(domain::events::buildFailed(buildId, jobs.error().code,
                                                                  jobs.error().message)));
@@ -461,7 +461,7 @@ void Service::resumeBuilds() {
       execute(std::move(r), [](Result<store::AppendResult>) {});
       continue;
     }
-    auto jobs = domain::planBuild(catalog_, *image, b->id, blobs_);
+    auto jobs = domain::planBuild(catalog_, *image, b->id, blobs_, resolutions_);
     if (!jobs.ok()) {
       appendBuildEvents(image->streamId, only(domain::events::buildFailed(
                                              b->id, "E_BUILD_INTERRUPTED", jobs.error().message)));

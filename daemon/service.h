@@ -148,6 +148,8 @@ class Service {
   Options options_;
   asio::thread_pool workers_;
   std::shared_ptr<image::BlobStore> blobs_;  // null when no images are written
+  // Line resolutions against the current catalog, shared by every build.
+  std::shared_ptr<domain::ResolutionMemo> resolutions_ = std::make_shared<domain::ResolutionMemo>();
   std::shared_ptr<const catalog::Catalog> catalog_;
   domain::Projection projection_;
   std::map<uint64_t, RunningBuild> running_;              // by build id

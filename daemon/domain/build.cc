@@ -6,9 +6,42 @@
 
 namespace imaged::domain {
 
+catalog::LineResolution ResolutionMemo::resolve(
+    const std::shared_ptr<const catalog::Catalog>& catalog, const catalog::LineRequest& request) {
+  std::string key = request.line;
+  key += '\0';
+  for (const catalog::Pin& p : request.pinned) key += p.name + "=" + p.version + '\n';
+  key += '\0';
+  for (const catalog::Atom& a : request.added) key += a.str() + '\n';
+  {
+    std::lock_guard lk(mutex_);
+    const bool same =
+        !catalog_.owner_before(catalog) && !catalog.owner_before(catalog_) && !catalog_.expired();
+    if (!same) {
+      entries_.clear();
+      catalog_ = catalog;
+    } else if (auto it = entries_.find(key); it != entries_.end()) {
+      return it->second;
+    }
+  }
+  catalog::LineResolution r = catalog::resolveLine(*catalog, request);  // outside the lock
+  std::lock_guard lk(mutex_);
+  if (!catalog_.owner_before(catalog) && !catalog.owner_before(catalog_)) {
+    if (entries_.size() >= kMaxEntries) entries_.clear();
+    entries_.emplace(std::move(key), r);
+  }
+  return r;
+}
+
+size_t ResolutionMemo::size() const {
+  std::lock_guard lk(mutex_);
+  return entries_.size();
+}
+
 Result<std::vector<LineJob>> planBuild(const std::shared_ptr<const catalog::Catalog>& catalog,
                                        const ImageState& image, uint64_t buildId,
-                                       std::shared_ptr<image::BlobStore> blobs) {
+                                       std::shared_ptr<image::BlobStore> blobs,
+                                       std::shared_ptr<ResolutionMemo> memo) {
   const catalog::Starter* starter = catalog->findStarter(image.starter);
   if (!starter) {
     return Error{"E_STARTER_NOT_FOUND",
@@ -19,9 +52,16 @@ Result<std::vector<LineJob>> planBuild(const std::shared_ptr<const catalog::Cata
   std::vector<LineJob> jobs;
   for (const catalog::StarterLine& line : starter->lines) {
     if (!line.maintained) continue;
-    LineJob job{
-        catalog, buildId, line.line, line.production().version, line.production().packages, *atoms,
-        blobs,   nullptr, {}};
+    LineJob job{catalog,
+                buildId,
+                line.line,
+                line.production().version,
+                line.production().packages,
+                *atoms,
+                blobs,
+                nullptr,
+                memo,
+                {}};
     image::LineImageInput& in = job.image;
     in.catalog = catalog;
     in.tenant = image.tenant.str();
@@ -51,7 +91,9 @@ LineOutcome buildLine(const LineJob& job) {
     return true;
   };
   if (superseded()) return out;
-  auto r = catalog::resolveLine(*job.catalog, {job.line, job.pins, job.added});
+  const catalog::LineRequest request{job.line, job.pins, job.added};
+  auto r = job.memo ? job.memo->resolve(job.catalog, request)
+                    : catalog::resolveLine(*job.catalog, request);
   if (!r.ok()) {
     out.code = r.error->code;
     out.reason = r.error->message;

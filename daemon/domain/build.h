@@ -5,7 +5,9 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "common/result.h"
@@ -17,6 +19,26 @@
 
 namespace imaged::domain {
 
+// Line resolutions already made against one catalog object: resolution is a pure function of
+// the catalog and the request, and images of one starter with the same added packages (many
+// creates, or every image of a starter rebuilt after a catalog change) ask the same question.
+// Entries belong to the catalog they were made against and go when another one is asked about;
+// at most kMaxEntries. Thread-safe.
+class ResolutionMemo {
+ public:
+  static constexpr size_t kMaxEntries = 4096;
+  catalog::LineResolution resolve(const std::shared_ptr<const catalog::Catalog>& catalog,
+                                  const catalog::LineRequest& request);
+  size_t size() const;
+
+ private:
+  mutable std::mutex mutex_;
+  // Compared by owner: the weak pointer keeps the catalog's control block, so another catalog
+  // can never look like this one.
+  std::weak_ptr<const catalog::Catalog> catalog_;
+  std::unordered_map<std::string, catalog::LineResolution> entries_;
+};
+
 struct LineJob {
   std::shared_ptr<const catalog::Catalog> catalog;  // kept alive for the job
   uint64_t buildId = 0;
@@ -27,7 +49,8 @@ struct LineJob {
   std::shared_ptr<image::BlobStore> blobs;
   // When set (the build was superseded), the job stops before its next step.
   std::shared_ptr<const std::atomic<bool>> cancelled;
-  image::LineImageInput image;  // all but `packages`, which resolution fills in
+  std::shared_ptr<ResolutionMemo> memo;  // optional
+  image::LineImageInput image;           // all but `packages`, which resolution fills in
 };
 
 struct LineOutcome {
@@ -45,7 +68,8 @@ struct LineOutcome {
 // (or E_INVALID_ARGUMENT) when an added package is gone from the catalog.
 Result<std::vector<LineJob>> planBuild(const std::shared_ptr<const catalog::Catalog>& catalog,
                                        const ImageState& image, uint64_t buildId,
-                                       std::shared_ptr<image::BlobStore> blobs = nullptr);
+                                       std::shared_ptr<image::BlobStore> blobs = nullptr,
+                                       std::shared_ptr<ResolutionMemo> memo = nullptr);
 
 // Resolves one line and, when the job has a blob store, writes its image (a package file that
 // is missing or corrupt skips the line with E_PACKAGE_MISSING / E_PACKAGE_CORRUPT). Safe on any
