@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <ctime>
 #include <set>
+
+#include <kj/debug.h>
 #include "schema/lists.h"
 
 namespace imaged::domain {
@@ -89,6 +91,9 @@ void Projection::apply(const schema::Event::Reader& event) {
     return;
   }
   if (payload.which() == schema::Payload::IMAGE_CREATED) {
+    // A stream is created once; a second creation does not fit the state and is skipped (the
+    // image keeps its views into it: streams_ never loses an image).
+    if (streams_.count(streamId) != 0) return;
     auto created = payload.getImageCreated();
     ImageState image;
     image.streamId = std::string(streamId);
@@ -224,7 +229,7 @@ void Projection::applyToImage(ImageState& image, const schema::Event::Reader& ev
 
 ImageState& Projection::store(ImageState image) {
   const std::string id = image.streamId;
-  streams_.erase(id);
+  KJ_REQUIRE(streams_.count(id) == 0, "an image stream is stored twice", id);
   // Inserted under a view of `id`, then re-keyed with a view of the stored image's own id.
   auto node = streams_.extract(streams_.emplace(std::string_view(id), std::move(image)).first);
   node.key() = node.mapped().streamId;

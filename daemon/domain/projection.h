@@ -194,7 +194,7 @@ class Projection {
 
  private:
   void applyToImage(ImageState& image, const schema::Event::Reader& event);
-  // Stores an image under its stream id (replacing one of that id); returns the stored one.
+  // Stores an image under a stream id not stored yet; returns the stored one.
   ImageState& store(ImageState image);
   // The name entry of a stored image (created with no incarnations when new).
   struct Name;

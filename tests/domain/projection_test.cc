@@ -1,7 +1,11 @@
 // The projection's rules, applied to a scripted history in a real log (tests/domain/history.h).
 #include "daemon/domain/projection.h"
 
+#include <capnp/message.h>
+#include <capnp/serialize.h>
 #include <gtest/gtest.h>
+
+#include "daemon/domain/events.h"
 
 #include "tests/domain/history.h"
 
@@ -74,6 +78,36 @@ TEST_F(ProjectionTest, TheLatestCatalogRecordedIsInForce) {
   EXPECT_EQ(state.catalog().digest, "sha256:c2");
   EXPECT_EQ(state.catalog().starters.size(), 2u);
   EXPECT_EQ(state.find("globex", "web")->latestBuild()->catalogDigest, "sha256:c2");
+}
+
+// An event applied straight to a projection, outside any log.
+void applyTo(Projection& p, uint64_t sequence, const std::string& stream, uint64_t version,
+             const events::Payload& payload) {
+  capnp::FlatArrayMessageReader payloadReader(payload.asPtr());
+  capnp::MallocMessageBuilder b;
+  auto e = b.initRoot<schema::Event>();
+  e.setSequence(sequence);
+  e.setStreamId(stream);
+  e.setStreamVersion(version);
+  e.setTime(static_cast<int64_t>(sequence));
+  e.setPayload(payloadReader.getRoot<schema::Payload>());
+  p.apply(e.asReader());
+}
+
+TEST(Projection, ASecondCreationOfAStreamIsSkipped) {
+  Projection p;
+  const std::string stream = "image/acme/web/1";
+  applyTo(p, 1, stream, 1, events::imageCreated("acme", "web", "first", "python", {}, {}));
+  // Never written by imaged; a log that has it keeps the first image, whole.
+  applyTo(p, 2, stream, 2, events::imageCreated("acme", "other", "second", "node", {}, {}));
+  const ImageState* web = p.find("acme", "web");
+  ASSERT_NE(web, nullptr);
+  EXPECT_EQ(web->description, "first");
+  EXPECT_EQ(web->starter, "python");
+  EXPECT_EQ(p.find("acme", "other"), nullptr);
+  EXPECT_EQ(p.byStream(stream), web);
+  EXPECT_EQ(p.gallery("acme").size(), 1u);
+  EXPECT_EQ(p.nextStreamId("acme", "web"), "image/acme/web/2");
 }
 
 TEST_F(ProjectionTest, ReplayIsDeterministic) {

@@ -8,7 +8,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <thread>
 
@@ -40,6 +42,18 @@ class Harness {
       done += n;
     }
   }
+  // The promise's value, turning the loop meanwhile; throws after 10 s, so that a stream that
+  // loses bytes fails the test instead of hanging it.
+  template <typename T>
+  T await(kj::Promise<T> promise) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!promise.poll(waitScope_)) {
+      if (std::chrono::steady_clock::now() > deadline) throw std::runtime_error("timed out");
+      io_.run_one_for(std::chrono::milliseconds(10));
+    }
+    return promise.wait(waitScope_);
+  }
+
   std::string peerRead(size_t size) {
     std::string out(size, '\0');
     size_t done = 0;
@@ -66,13 +80,13 @@ TEST(AsioStream, AMessageSplitAcrossWritesArrivesWholeAndInOrder) {
   Harness h;
   std::string buffer(10, '\0');
   auto read = h.stream_->tryRead(buffer.data(), 10, 10);
-  std::thread writer([&] {
+  std::jthread writer([&] {
     for (const char* piece : {"01", "234", "5", "6789"}) {
       h.peerWrite(piece);
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
   });
-  EXPECT_EQ(read.wait(h.waitScope_), 10u);
+  EXPECT_EQ(h.await(kj::mv(read)), 10u);
   writer.join();
   EXPECT_EQ(buffer, "0123456789");
 }
@@ -89,7 +103,7 @@ TEST(AsioStream, ACancelledReadLosesNoBytes) {
   std::this_thread::sleep_for(std::chrono::milliseconds(10));
   h.io_.poll();  // the pending receive completes into the stream's buffer, with no reader
   std::string second(5, '\0');
-  EXPECT_EQ(h.stream_->tryRead(second.data(), 5, 5).wait(h.waitScope_), 5u);
+  EXPECT_EQ(h.await(h.stream_->tryRead(second.data(), 5, 5)), 5u);
   EXPECT_EQ(second, "hello");
   EXPECT_EQ(first, std::string(5, '\0')) << "a cancelled read's buffer was written to";
 }
@@ -99,12 +113,12 @@ TEST(AsioStream, LargeTransfersBothWays) {
   std::string big(3 << 20, '\0');
   for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 7 + i / 4096);
   // To us: the peer writes 3 MiB while we read it in uneven pieces.
-  std::thread writer([&] { h.peerWrite(big); });
+  std::jthread writer([&] { h.peerWrite(big); });
   std::string got;
   std::string piece(100'000, '\0');
   while (got.size() < big.size()) {
     const size_t want = std::min(piece.size(), big.size() - got.size());
-    const size_t n = h.stream_->tryRead(piece.data(), 1, want).wait(h.waitScope_);
+    const size_t n = h.await(h.stream_->tryRead(piece.data(), 1, want));
     ASSERT_GT(n, 0u);
     got.append(piece.data(), n);
   }
@@ -112,8 +126,8 @@ TEST(AsioStream, LargeTransfersBothWays) {
   EXPECT_TRUE(got == big);
   // From us: more than the socket's buffer, so the write has to wait for the peer.
   std::string echoed;
-  std::thread reader([&] { echoed = h.peerRead(big.size()); });
-  h.stream_->write(big.data(), big.size()).wait(h.waitScope_);
+  std::jthread reader([&] { echoed = h.peerRead(big.size()); });
+  h.await(h.stream_->write(big.data(), big.size()));
   reader.join();
   EXPECT_TRUE(echoed == big);
 }
@@ -124,9 +138,9 @@ TEST(AsioStream, TheEndOfTheStreamEndsAShortRead) {
   auto read = h.stream_->tryRead(buffer.data(), 10, 10);
   h.peerWrite("abc");
   ::shutdown(h.peer_, SHUT_WR);
-  EXPECT_EQ(read.wait(h.waitScope_), 3u);
+  EXPECT_EQ(h.await(kj::mv(read)), 3u);
   EXPECT_EQ(buffer.substr(0, 3), "abc");
-  EXPECT_EQ(h.stream_->tryRead(buffer.data(), 1, 10).wait(h.waitScope_), 0u);
+  EXPECT_EQ(h.await(h.stream_->tryRead(buffer.data(), 1, 10)), 0u);
 }
 
 }  // namespace

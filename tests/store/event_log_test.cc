@@ -21,6 +21,7 @@ namespace imaged::store {
 namespace {
 
 using testing::decode;
+using testing::editRaw;
 using testing::openLog;
 using testing::request;
 using testing::TempDir;
@@ -35,22 +36,6 @@ std::vector<testing::Decoded> readAll(const EventLog& log, uint64_t from = 1) {
   });
   EXPECT_TRUE(s.ok());
   return out;
-}
-
-// Edits the raw LMDB environment at `path` (the log must be closed): fn gets a write txn and the
-// events database.
-void editRaw(const std::string& path, const std::function<void(MDB_txn*, MDB_dbi)>& fn) {
-  MDB_env* env;
-  ASSERT_EQ(mdb_env_create(&env), 0);
-  mdb_env_set_maxdbs(env, 8);
-  ASSERT_EQ(mdb_env_open(env, path.c_str(), 0, 0600), 0);
-  MDB_txn* txn;
-  ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
-  MDB_dbi dbi;
-  ASSERT_EQ(mdb_dbi_open(txn, "events", 0, &dbi), 0);
-  fn(txn, dbi);
-  ASSERT_EQ(mdb_txn_commit(txn), 0);
-  mdb_env_close(env);
 }
 
 std::string getRaw(MDB_txn* txn, MDB_dbi dbi, uint64_t seq) {
@@ -331,7 +316,7 @@ TEST(EventLog, VerifyNamesAnEventWhoseBytesChanged) {
     for (int i = 0; i < 10; ++i)
       ASSERT_TRUE(log->append(request("s", 1, "e" + std::to_string(i))).ok());
   }
-  editRaw(dir.path(), [](MDB_txn* txn, MDB_dbi dbi) {
+  editRaw(dir.path(), "events", [](MDB_txn* txn, MDB_dbi dbi) {
     std::string bytes = getRaw(txn, dbi, 6);
     auto pos = bytes.find("e5-0");  // the payload text
     ASSERT_NE(pos, std::string::npos);
@@ -353,7 +338,7 @@ TEST(EventLog, VerifyNamesAGapWhereARecordWasDeleted) {
     auto log = openLog(dir.path());
     ASSERT_TRUE(log->append(request("s", 8)).ok());
   }
-  editRaw(dir.path(), [](MDB_txn* txn, MDB_dbi dbi) {
+  editRaw(dir.path(), "events", [](MDB_txn* txn, MDB_dbi dbi) {
     auto k = encodeU64(4);
     MDB_val key{8, k.data()};
     ASSERT_EQ(mdb_del(txn, dbi, &key, nullptr), 0);
@@ -372,7 +357,7 @@ TEST(EventLog, VerifyNamesSwappedRecords) {
     auto log = openLog(dir.path());
     ASSERT_TRUE(log->append(request("s", 8)).ok());
   }
-  editRaw(dir.path(), [](MDB_txn* txn, MDB_dbi dbi) {
+  editRaw(dir.path(), "events", [](MDB_txn* txn, MDB_dbi dbi) {
     std::string three = getRaw(txn, dbi, 3), four = getRaw(txn, dbi, 4);
     putRaw(txn, dbi, 3, four);
     putRaw(txn, dbi, 4, three);
@@ -390,7 +375,7 @@ TEST(EventLog, VerifyNamesARecordThatDoesNotDecode) {
     auto log = openLog(dir.path());
     ASSERT_TRUE(log->append(request("s", 5)).ok());
   }
-  editRaw(dir.path(),
+  editRaw(dir.path(), "events",
           [](MDB_txn* txn, MDB_dbi dbi) { putRaw(txn, dbi, 2, std::string(24, '\xff')); });
   auto log = openLog(dir.path());
   auto v = log->verify();
@@ -406,7 +391,7 @@ TEST(EventLog, OpenRefusesAHeadThatDoesNotMatchTheLastEvent) {
     auto log = openLog(dir.path());
     ASSERT_TRUE(log->append(request("s", 3)).ok());
   }
-  editRaw(dir.path(), [](MDB_txn* txn, MDB_dbi dbi) {
+  editRaw(dir.path(), "events", [](MDB_txn* txn, MDB_dbi dbi) {
     std::string bytes = getRaw(txn, dbi, 3);
     auto offset = locateHash(
         kj::arrayPtr(reinterpret_cast<const capnp::word*>(bytes.data()), bytes.size() / 8));

@@ -24,6 +24,7 @@ namespace imaged::store {
 namespace {
 
 using testing::decode;
+using testing::editRaw;
 using testing::request;
 using testing::TempDir;
 
@@ -148,21 +149,6 @@ TEST(StreamIndex, TwoRequestsForOneStreamInOneBatchSeeEachOther) {
   expectStreams(*log, {{"s", all}});
 }
 
-// Edits the raw `streams` database of the (closed) store at `path`.
-void editStreams(const std::string& path, const std::function<void(MDB_txn*, MDB_dbi)>& fn) {
-  MDB_env* env;
-  ASSERT_EQ(mdb_env_create(&env), 0);
-  mdb_env_set_maxdbs(env, 8);
-  ASSERT_EQ(mdb_env_open(env, path.c_str(), 0, 0600), 0);
-  MDB_txn* txn;
-  ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
-  MDB_dbi dbi;
-  ASSERT_EQ(mdb_dbi_open(txn, "streams", 0, &dbi), 0);
-  fn(txn, dbi);
-  ASSERT_EQ(mdb_txn_commit(txn), 0);
-  mdb_env_close(env);
-}
-
 VerifyReport verified(const std::string& path) {
   auto log = open(path, 4096, /*readOnly=*/true);
   auto v = log->verify();
@@ -187,7 +173,7 @@ TEST(StreamIndex, VerifyChecksTheIndexAgainstTheRecords) {
   // A run that names another stream's event.
   const std::string copy = dir.path() + "-copy";
   std::filesystem::copy(dir.path(), copy);
-  editStreams(dir.path(), [](MDB_txn* txn, MDB_dbi dbi) {
+  editRaw(dir.path(), "streams", [](MDB_txn* txn, MDB_dbi dbi) {
     MDB_cursor* c;
     ASSERT_EQ(mdb_cursor_open(txn, dbi, &c), 0);
     MDB_val k, d;
@@ -204,7 +190,7 @@ TEST(StreamIndex, VerifyChecksTheIndexAgainstTheRecords) {
   EXPECT_NE(moved.indexProblem.find("names event"), std::string::npos) << moved.indexProblem;
 
   // A run that is gone: its events are in none.
-  editStreams(copy, [](MDB_txn* txn, MDB_dbi dbi) {
+  editRaw(copy, "streams", [](MDB_txn* txn, MDB_dbi dbi) {
     MDB_cursor* c;
     ASSERT_EQ(mdb_cursor_open(txn, dbi, &c), 0);
     MDB_val k, d;

@@ -3,6 +3,7 @@
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 #include <gtest/gtest.h>
+#include <lmdb.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -32,6 +33,21 @@ Decoded decode(kj::ArrayPtr<const capnp::word> words) {
   auto ev = reader.getRoot<schema::Event>();
   return Decoded{ev.getSequence(), ev.getStreamId(), ev.getStreamVersion(), ev.getTime(),
                  ev.getPayload().getImageDeleted().getReason()};
+}
+
+void editRaw(const std::string& path, const char* database,
+             const std::function<void(MDB_txn*, unsigned dbi)>& fn) {
+  MDB_env* env;
+  ASSERT_EQ(mdb_env_create(&env), 0);
+  mdb_env_set_maxdbs(env, 8);
+  ASSERT_EQ(mdb_env_open(env, path.c_str(), 0, 0600), 0);
+  MDB_txn* txn;
+  ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
+  MDB_dbi dbi;
+  ASSERT_EQ(mdb_dbi_open(txn, database, 0, &dbi), 0);
+  fn(txn, dbi);
+  ASSERT_EQ(mdb_txn_commit(txn), 0);
+  mdb_env_close(env);
 }
 
 std::unique_ptr<EventLog> openLog(const std::string& path, bool readOnly, size_t initialMapSize) {

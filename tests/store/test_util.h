@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,11 @@ Decoded decode(kj::ArrayPtr<const capnp::word> words);
 
 std::unique_ptr<EventLog> openLog(const std::string& path, bool readOnly = false,
                                   size_t initialMapSize = size_t{1} << 30);
+
+// Edits one database of the raw LMDB environment at `path` (the log must be closed) in a write
+// transaction, to damage a store on purpose.
+void editRaw(const std::string& path, const char* database,
+             const std::function<void(MDB_txn*, unsigned dbi)>& fn);
 
 }  // namespace imaged::store::testing
 
