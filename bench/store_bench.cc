@@ -131,7 +131,7 @@ void benchConcurrent(const std::string& dir, bool quick) {
   // median of each side: a durable commit's cost here moves by 30 % from one second to the
   // next, whichever side runs then.
   constexpr int kAppenders = 64;
-  const int perThread = quick ? 40 : 200, rounds = quick ? 1 : 3;
+  const int perThread = quick ? 40 : 200, rounds = quick ? 1 : 5;
   const std::string ours = dir + "/concurrent64", raw = dir + "/concurrent64-raw";
   std::vector<double> rates, bases, batches;
   size_t recordBytes = 0;

@@ -29,7 +29,8 @@ constexpr std::string_view kMetaFormat = "format";
 constexpr std::string_view kMetaHead = "head";        // u64 BE sequence ‖ 32-byte hash
 constexpr std::string_view kMetaIndexed = "indexed";  // u64 BE: events up to here are in streams
 
-// An LMDB failure while staging a batch; caught by the writer, which aborts the transaction.
+// An LMDB failure while staging a request (the stager fails the request) or storing a batch
+// (the writer aborts the transaction).
 struct LmdbFailure {
   int rc;
 };
@@ -60,7 +61,7 @@ bool isAligned(const void* p) {
   return reinterpret_cast<uintptr_t>(p) % sizeof(capnp::word) == 0;
 }
 
-// A damaged `streams` entry met while staging a batch; the writer fails the batch with it.
+// A damaged `streams` entry met while staging a request; the stager fails the request with it.
 struct CorruptIndex {
   std::string message;
 };
@@ -292,20 +293,6 @@ Hash seal(uint8_t* record, const RecordLayout& layout, const Hash& prev) {
   return hash;
 }
 
-// Writes one event record straight into LMDB's page (MDB_RESERVE, no intermediate copy).
-Hash putEvent(MDB_txn* txn, MDB_dbi dbi, const AppendRequest& r,
-              const kj::Array<capnp::word>& payload, uint64_t sequence, uint64_t version,
-              int64_t time, const Hash& prev) {
-  uint8_t* out = nullptr;
-  const RecordLayout layout = encodeEvent(r, payload, sequence, version, time, [&](size_t bytes) {
-    auto key = encodeU64(sequence);
-    MDB_val k = val(key.data(), key.size()), d{bytes, nullptr};
-    check(mdb_put(txn, dbi, &k, &d, MDB_APPEND | MDB_RESERVE));
-    return out = static_cast<uint8_t*>(d.mv_data);
-  });
-  return seal(out, layout, prev);
-}
-
 // The events of one large request, built on a helper thread while the writer chains and stores
 // the ones built before. Building the records and hashing them are most of an append's work;
 // the chain makes the hashing sequential, but not the building (a record's hashes are written
@@ -397,6 +384,76 @@ class EncodePipeline {
 };
 
 }  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// EventLog: what the stager and the writer share
+
+// A batch of requests: staged (checked, sequenced, encoded and, where it can, chained) by the
+// stager, then stored and committed by the writer. Its events follow `base`, the log's head when
+// it was opened (the committed log, or the batch in flight).
+//
+// The chain: the stager seals records while it knows the hash before them. A large request
+// (EncodePipeline::kMinEvents events or more) is only checked and sequenced here, and encoded
+// by the writer as it stores it, on the encoder thread, so that building its records overlaps
+// storing them (as they need no check, nothing of a batch waits for them). The writer then seals
+// every record after it, and the stager knows the chain again once that batch is committed.
+struct EventLog::Batch {
+  struct Record {
+    size_t block;   // in blocks
+    size_t offset;  // in words
+    RecordLayout layout;
+  };
+  // A large request, stored by the writer before records[beforeRecord].
+  struct Deferred {
+    size_t pending;  // its index in `pending`
+    size_t beforeRecord;
+    uint64_t firstSequence, firstVersion;
+    int64_t time;
+  };
+  std::vector<Pending> pending;
+  std::vector<Result<AppendResult>> results;  // one per pending entry
+  std::vector<std::vector<capnp::word>> blocks;
+  std::vector<Record> records;  // staged events, in sequence order (with `deferred` between)
+  std::vector<Deferred> deferred;
+  // Idempotency keys of the requests that write events, with their results.
+  std::unordered_map<std::string, AppendResult, StringHash, std::equal_to<>> keys;
+  StreamTail streams;  // where the new events lie in their streams
+  Head base, head;     // the log's head before and after the batch (hashes: see below)
+  bool chainKnown;     // head.hash is the chain's (every record so far is sealed)
+  size_t sealed = 0;   // records[0, sealed) are sealed; the last one's hash is sealedHash
+  Hash sealedHash{};
+  size_t bytes = 0;  // of the events, for the stager's limit
+
+  Batch(const Head& after, bool chainKnown) : base(after), head(after), chainKnown(chainKnown) {}
+  bool empty() const { return records.empty() && deferred.empty(); }
+};
+
+// A read transaction on the committed log for the stager, begun on first need. Begun while
+// stageMutex_ is held, it agrees with tail_ and inflight_: a commit it does not see is still
+// inflight_, and the writer changes tail_ only once its commit is visible.
+class EventLog::Snapshot {
+ public:
+  explicit Snapshot(const EventLog& log) : log_(log) {}
+  ~Snapshot() { end(); }
+  MDB_txn* txn() {
+    if (!txn_) {
+      lock_ = std::shared_lock(log_.resizeMutex_);
+      check(mdb_txn_begin(log_.env_, nullptr, MDB_RDONLY, &txn_));
+    }
+    return txn_;
+  }
+  // Before anything that waits for the writer, which may need to grow the map.
+  void end() {
+    if (txn_) mdb_txn_abort(txn_);
+    txn_ = nullptr;
+    if (lock_.owns_lock()) lock_.unlock();
+  }
+
+ private:
+  const EventLog& log_;
+  std::shared_lock<std::shared_mutex> lock_;
+  MDB_txn* txn_ = nullptr;
+};
 
 // ---------------------------------------------------------------------------------------------
 // ReadTxn
@@ -609,6 +666,11 @@ Result<std::unique_ptr<EventLog>> EventLog::open(Options options) {
   if (auto s = log->loadHead(); !s.ok()) return s.error();
   if (!log->options_.readOnly) {
     if (auto s = log->loadTail(); !s.ok()) return s.error();
+    log->open_ = std::make_unique<Batch>(log->head_, true);
+    log->stager_ = std::thread([l = log.get()] {
+      pthread_setname_np(pthread_self(), "log-stager");
+      l->stagerLoop();
+    });
     log->writer_ = std::thread([l = log.get()] {
       pthread_setname_np(pthread_self(), "log-writer");  // for top, perf and gdb
       l->writerLoop();
@@ -765,6 +827,7 @@ EventLog::~EventLog() {
   }
   queueCv_.notify_all();
   commitCv_.notify_all();
+  if (stager_.joinable()) stager_.join();
   if (writer_.joinable()) writer_.join();
   {
     std::lock_guard lk(completionMutex_);
@@ -1023,24 +1086,6 @@ Result<AppendResult> EventLog::append(AppendRequest request) {
   return future.get();
 }
 
-void EventLog::writerLoop() {
-  for (;;) {
-    std::vector<Pending> batch;
-    {
-      std::unique_lock lk(mutex_);
-      queueCv_.wait(lk, [&] { return !queue_.empty() || closing_; });
-      if (queue_.empty()) return;  // closing, and everything queued was answered
-      batch.swap(queue_);
-    }
-    Completion c = commitBatch(batch);
-    {
-      std::lock_guard lk(completionMutex_);
-      completions_.push_back(std::move(c));
-    }
-    completionCv_.notify_one();
-  }
-}
-
 void EventLog::answerLoop() {
   for (;;) {
     std::deque<Completion> ready;
@@ -1089,155 +1134,312 @@ Status EventLog::growMap() {
   return Ok{};
 }
 
-EventLog::Completion EventLog::commitBatch(std::vector<Pending>& batch) {
-  std::vector<Result<AppendResult>> results;
-  Head head;
-  std::optional<Error> batchError;
+// ---------------------------------------------------------------------------------------------
+// EventLog: staging and committing (docs/storage.md, "Writing")
 
-  StreamTail staged;  // this batch's additions to tail_, kept only if it commits
-  bool indexWritten = false;
-  for (int attempt = 0;; ++attempt) {
-    results.clear();
-    staged.clear();
-    indexWritten = false;
+namespace {
+
+// Staged records are written into blocks of this size (or one of its own when larger).
+constexpr size_t kBlockWords = (size_t{64} << 10) / sizeof(capnp::word);
+// The stager waits for the writer when the open batch holds this many bytes.
+constexpr size_t kMaxStagedBytes = size_t{64} << 20;
+
+std::array<uint8_t, 24> encodeResult(const AppendResult& r) {
+  std::array<uint8_t, 24> v;
+  auto a = encodeU64(r.firstSequence), b = encodeU64(r.lastSequence),
+       c = encodeU64(r.streamVersion);
+  std::memcpy(v.data(), a.data(), 8);
+  std::memcpy(v.data() + 8, b.data(), 8);
+  std::memcpy(v.data() + 16, c.data(), 8);
+  return v;
+}
+
+}  // namespace
+
+void EventLog::stagerLoop() {
+  for (;;) {
+    std::vector<Pending> drained;
+    {
+      std::unique_lock lk(mutex_);
+      queueCv_.wait(lk, [&] { return !queue_.empty() || closing_; });
+      if (queue_.empty()) break;  // closing, and everything queued was staged
+      drained.swap(queue_);
+    }
+    {
+      std::unique_lock lk(stageMutex_);
+      Snapshot snapshot(*this);
+      for (auto& p : drained) {
+        if (open_->bytes >= kMaxStagedBytes) {
+          snapshot.end();  // the writer may have to grow the map before it can take the batch
+          stageCv_.notify_all();
+          stageCv_.wait(lk, [&] { return open_->bytes < kMaxStagedBytes; });
+        }
+        Result<AppendResult> r = stage(p.request, snapshot);
+        open_->pending.push_back(std::move(p));
+        open_->results.push_back(std::move(r));
+      }
+    }
+    stageCv_.notify_all();
+  }
+  {
+    std::lock_guard lk(stageMutex_);
+    stagerDone_ = true;
+  }
+  stageCv_.notify_all();
+}
+
+Result<AppendResult> EventLog::stage(const AppendRequest& r, Snapshot& snapshot) {
+  Batch& b = *open_;
+  const size_t blocks = b.blocks.size(), records = b.records.size(), bytes = b.bytes,
+               sealed = b.sealed, deferred = b.deferred.size();
+  const Hash sealedHash = b.sealedHash;
+  const bool chainKnown = b.chainKnown;
+  try {
+    // A key already used (committed, in flight or staged): answer as the first time.
+    if (!r.idempotencyKey.empty()) {
+      if (auto it = b.keys.find(r.idempotencyKey); it != b.keys.end()) {
+        return AppendResult{it->second.firstSequence, it->second.lastSequence,
+                            it->second.streamVersion, true};
+      }
+      if (inflight_) {
+        if (auto it = inflight_->keys.find(r.idempotencyKey); it != inflight_->keys.end()) {
+          return AppendResult{it->second.firstSequence, it->second.lastSequence,
+                              it->second.streamVersion, true};
+        }
+      }
+      MDB_val k = val(r.idempotencyKey), d;
+      const int grc = mdb_get(snapshot.txn(), idempotencyDbi_, &k, &d);
+      if (grc == MDB_SUCCESS && d.mv_size == 24) {
+        const auto* v = static_cast<const uint8_t*>(d.mv_data);
+        return AppendResult{decodeU64(v), decodeU64(v + 8), decodeU64(v + 16), true};
+      }
+      if (grc != MDB_NOTFOUND && grc != MDB_SUCCESS) check(grc);
+    }
+    uint64_t current = b.streams.lastVersion(r.streamId);
+    if (current == 0 && inflight_) current = inflight_->streams.lastVersion(r.streamId);
+    if (current == 0) current = tail_->lastVersion(r.streamId);
+    if (current == 0) current = lastIndexedVersion(snapshot.txn(), streamsDbi_, r.streamId);
+    const auto& ex = r.expected;
+    const bool expectedOk = ex.kind == ExpectedVersion::Kind::kAny ||
+                            (ex.kind == ExpectedVersion::Kind::kNoStream && current == 0) ||
+                            (ex.kind == ExpectedVersion::Kind::kExactly && current == ex.version);
+    if (!expectedOk) {
+      const std::string want = ex.kind == ExpectedVersion::Kind::kNoStream
+                                   ? std::string("no stream")
+                                   : "version " + std::to_string(ex.version);
+      return Error{"E_VERSION_CONFLICT", "stream " + r.streamId + " is at version " +
+                                             std::to_string(current) + ", expected " + want};
+    }
+
+    Head h = b.head;
+    h.time = std::max(h.time, now());  // one time for the request's events
+    if (r.payloads.size() >= EncodePipeline::kMinEvents) {
+      b.deferred.push_back(
+          Batch::Deferred{b.pending.size(), b.records.size(), h.sequence + 1, current + 1, h.time});
+      for (const auto& payload : r.payloads) b.bytes += payload.size() * sizeof(capnp::word);
+      h.sequence += r.payloads.size();
+      b.chainKnown = false;
+    } else {
+      for (size_t i = 0; i < r.payloads.size(); ++i) {
+        size_t block = 0, at = 0;
+        const auto layout =
+            encodeEvent(r, r.payloads[i], h.sequence + 1, current + 1 + i, h.time, [&](size_t n) {
+              const size_t words = n / sizeof(capnp::word);
+              if (b.blocks.empty() || b.blocks.back().capacity() - b.blocks.back().size() < words) {
+                b.blocks.emplace_back().reserve(std::max(kBlockWords, words));
+              }
+              block = b.blocks.size() - 1;
+              at = b.blocks.back().size();
+              b.blocks.back().resize(at + words);
+              return reinterpret_cast<uint8_t*>(b.blocks.back().data() + at);
+            });
+        b.records.push_back(Batch::Record{block, at, layout});
+        b.bytes += layout.bytes;
+        h.sequence += 1;
+        if (b.chainKnown) {
+          h.hash = seal(reinterpret_cast<uint8_t*>(b.blocks[block].data() + at), layout, h.hash);
+          b.sealed = b.records.size();
+          b.sealedHash = h.hash;
+        }
+      }
+    }
+    AppendResult result{b.head.sequence + 1, h.sequence, current + r.payloads.size(), false};
+    b.streams.add(r.streamId, current + 1, result.firstSequence, r.payloads.size());
+    if (!r.idempotencyKey.empty()) b.keys.emplace(r.idempotencyKey, result);
+    b.head = h;
+    return result;
+  } catch (...) {
+    // Nothing of the request stays staged.
+    b.blocks.resize(blocks);
+    b.records.resize(records);
+    b.bytes = bytes;
+    b.sealed = sealed;
+    b.sealedHash = sealedHash;
+    b.deferred.resize(deferred);
+    b.chainKnown = chainKnown;
+    try {
+      throw;
+    } catch (const LmdbFailure& f) {
+      return storageError(f.rc, "reading the log");
+    } catch (const CorruptIndex& c) {
+      return Error{"E_STORE_CORRUPT", c.message};
+    } catch (const kj::Exception& e) {
+      return Error{
+          "E_INVALID_ARGUMENT",
+          std::string("an event of the request cannot be encoded: ") + e.getDescription().cStr()};
+    }
+  }
+}
+
+void EventLog::writerLoop() {
+  Head committed;
+  {
+    std::lock_guard lk(mutex_);
+    committed = head_;
+  }
+  for (;;) {
+    std::unique_ptr<Batch> batch;
+    {
+      std::unique_lock lk(stageMutex_);
+      stageCv_.wait(lk, [&] { return !open_->pending.empty() || stagerDone_; });
+      if (open_->pending.empty()) break;  // the stager is done and everything was stored
+      batch = std::move(open_);
+      open_ = std::make_unique<Batch>(batch->head, batch->chainKnown);
+      inflight_ = batch.get();
+    }
+    stageCv_.notify_all();  // room for the stager
+
+    bool indexWritten = false;
+    Hash hash = committed.hash;
+    Status s = batch->empty() ? Status(Ok{}) : store(*batch, &hash, &indexWritten);
+    std::unique_ptr<Batch> alsoFailed;
+    {
+      std::lock_guard lk(stageMutex_);
+      if (s.ok()) {
+        if (indexWritten) {
+          tail_->clear();
+        } else {
+          tail_->merge(batch->streams);
+        }
+        committed = Head{batch->head.sequence, hash, batch->head.time};
+        // The stager can seal again once it knows the hash its batch starts from.
+        if (!open_->chainKnown && open_->empty()) open_->base = open_->head = committed;
+        open_->chainKnown = open_->chainKnown || open_->empty();
+      } else {
+        // What was staged on top of the failed batch has void sequences and chain: it fails with
+        // the same error (nothing of it is written), and staging starts again from the
+        // committed log.
+        if (!open_->pending.empty()) alsoFailed = std::move(open_);
+        open_ = std::make_unique<Batch>(committed, true);
+      }
+      inflight_ = nullptr;
+    }
+    if (alsoFailed) stageCv_.notify_all();
+
+    const bool wrote = s.ok() && !batch->empty();
+    uint64_t last;
     {
       std::lock_guard lk(mutex_);
-      head = head_;
+      if (wrote) {
+        stats_.commits += 1;
+        stats_.events += committed.sequence - head_.sequence;
+        head_ = committed;
+      }
+      last = head_.sequence;
     }
+    if (wrote) commitCv_.notify_all();
+    auto complete = [&](Batch& b, bool committedNow) {
+      Completion c;
+      c.committed = committedNow;
+      c.lastSequence = last;
+      if (s.ok()) {
+        c.results = std::move(b.results);
+      } else {
+        c.results.assign(b.pending.size(), s.error());
+      }
+      c.batch = std::move(b.pending);
+      return c;
+    };
+    {
+      std::lock_guard lk(completionMutex_);
+      completions_.push_back(complete(*batch, wrote));
+      if (alsoFailed) completions_.push_back(complete(*alsoFailed, false));
+    }
+    completionCv_.notify_one();
+  }
+}
+
+Status EventLog::store(const Batch& batch, Hash* hash, bool* indexWritten) {
+  const Hash base = *hash;
+  if (batch.sealed > 0 && batch.base.hash != base) {  // never: the stager sealed on another head
+    return Error{"E_STORAGE", "internal error: a batch was chained to another head; not written"};
+  }
+  for (int attempt = 0;; ++attempt) {
+    *indexWritten = false;
     MDB_txn* txn = nullptr;
     int rc = mdb_txn_begin(env_, nullptr, 0, &txn);
-    if (rc != MDB_SUCCESS) {
-      batchError = storageError(rc, "starting a write transaction");
-      break;
-    }
+    if (rc != MDB_SUCCESS) return storageError(rc, "starting a write transaction");
     try {
-      for (auto& p : batch) {
-        const AppendRequest& r = p.request;
-        // A key already committed (or used earlier in this batch): answer as the first time.
-        if (!r.idempotencyKey.empty()) {
-          MDB_val k = val(r.idempotencyKey), d;
-          int grc = mdb_get(txn, idempotencyDbi_, &k, &d);
-          if (grc == MDB_SUCCESS && d.mv_size == 24) {
-            const auto* b = static_cast<const uint8_t*>(d.mv_data);
-            results.push_back(
-                AppendResult{decodeU64(b), decodeU64(b + 8), decodeU64(b + 16), true});
-            continue;
-          }
-          if (grc != MDB_NOTFOUND && grc != MDB_SUCCESS) check(grc);
-        }
-        uint64_t current = staged.lastVersion(r.streamId);
-        if (current == 0) current = tail_->lastVersion(r.streamId);
-        if (current == 0) current = lastIndexedVersion(txn, streamsDbi_, r.streamId);
-        const auto& ex = r.expected;
-        const bool expectedOk =
-            ex.kind == ExpectedVersion::Kind::kAny ||
-            (ex.kind == ExpectedVersion::Kind::kNoStream && current == 0) ||
-            (ex.kind == ExpectedVersion::Kind::kExactly && current == ex.version);
-        if (!expectedOk) {
-          const std::string want = ex.kind == ExpectedVersion::Kind::kNoStream
-                                       ? std::string("no stream")
-                                       : "version " + std::to_string(ex.version);
-          results.push_back(Error{"E_VERSION_CONFLICT", "stream " + r.streamId + " is at version " +
-                                                            std::to_string(current) +
-                                                            ", expected " + want});
-          continue;
-        }
-        Head h = head;
-        h.time = std::max(h.time, now());  // one time for the request's events
-        if (r.payloads.size() >= EncodePipeline::kMinEvents) {
-          EncodePipeline pipeline(r, h.sequence + 1, current + 1, h.time);
+      // The chain after the records the stager sealed.
+      Hash h = batch.sealed > 0 ? batch.sealedHash : base;
+      uint64_t sequence = batch.base.sequence;
+      auto put = [&](const uint8_t* record, const RecordLayout& layout, bool sealed) {
+        auto key = encodeU64(++sequence);
+        MDB_val k = val(key.data(), key.size()), d{layout.bytes, nullptr};
+        check(mdb_put(txn, eventsDbi_, &k, &d, MDB_APPEND | MDB_RESERVE));
+        auto* out = static_cast<uint8_t*>(d.mv_data);
+        std::memcpy(out, record, layout.bytes);
+        if (!sealed) h = seal(out, layout, h);
+      };
+      size_t next = 0;  // in batch.deferred
+      for (size_t i = 0; i <= batch.records.size(); ++i) {
+        for (; next < batch.deferred.size() && batch.deferred[next].beforeRecord == i; ++next) {
+          const auto& d = batch.deferred[next];
+          EncodePipeline pipeline(batch.pending[d.pending].request, d.firstSequence, d.firstVersion,
+                                  d.time);
           while (auto chunk = pipeline.next()) {
             for (const auto& [at, layout] : chunk->records) {
-              auto key = encodeU64(++h.sequence);
-              MDB_val k = val(key.data(), key.size()), d{layout.bytes, nullptr};
-              check(mdb_put(txn, eventsDbi_, &k, &d, MDB_APPEND | MDB_RESERVE));
-              auto* out = static_cast<uint8_t*>(d.mv_data);
-              std::memcpy(out, chunk->words.data() + at, layout.bytes);
-              h.hash = seal(out, layout, h.hash);
+              put(reinterpret_cast<const uint8_t*>(chunk->words.data() + at), layout, false);
             }
           }
-        } else {
-          for (size_t i = 0; i < r.payloads.size(); ++i) {
-            const uint64_t version = current + 1 + i;
-            h.hash = putEvent(txn, eventsDbi_, r, r.payloads[i], h.sequence + 1, version, h.time,
-                              h.hash);
-            h.sequence += 1;
-          }
         }
-        staged.add(r.streamId, current + 1, head.sequence + 1, r.payloads.size());
-        AppendResult result{head.sequence + 1, h.sequence, current + r.payloads.size(), false};
-        if (!r.idempotencyKey.empty()) {
-          uint8_t v[24];
-          auto a = encodeU64(result.firstSequence), b = encodeU64(result.lastSequence),
-               c = encodeU64(result.streamVersion);
-          std::memcpy(v, a.data(), 8);
-          std::memcpy(v + 8, b.data(), 8);
-          std::memcpy(v + 16, c.data(), 8);
-          MDB_val k = val(r.idempotencyKey), d = val(v, sizeof v);
-          check(mdb_put(txn, idempotencyDbi_, &k, &d, 0));
-        }
-        head = h;
-        results.push_back(result);
+        if (i == batch.records.size()) break;
+        const auto& r = batch.records[i];
+        put(reinterpret_cast<const uint8_t*>(batch.blocks[r.block].data() + r.offset), r.layout,
+            i < batch.sealed);
+      }
+      for (const auto& [key, result] : batch.keys) {
+        auto v = encodeResult(result);
+        MDB_val k = val(key), d = val(v.data(), v.size());
+        check(mdb_put(txn, idempotencyDbi_, &k, &d, 0));
       }
       uint8_t meta[8 + kHashSize];
-      auto s = encodeU64(head.sequence);
+      auto s = encodeU64(batch.head.sequence);
       std::memcpy(meta, s.data(), 8);
-      std::memcpy(meta + 8, head.hash.data(), kHashSize);
+      std::memcpy(meta + 8, h.data(), kHashSize);
       MDB_val mk = val(kMetaHead), md = val(meta, sizeof meta);
       check(mdb_put(txn, metaDbi_, &mk, &md, 0));
-      if (tail_->events + staged.events >= options_.streamIndexEvery && staged.events > 0) {
-        writeStreamIndex(txn, staged, head.sequence);
-        indexWritten = true;
+      if (tail_->events + batch.streams.events >= options_.streamIndexEvery) {
+        writeStreamIndex(txn, batch.streams, batch.head.sequence);
+        *indexWritten = true;
       }
-    } catch (const CorruptIndex& c) {
-      mdb_txn_abort(txn);
-      batchError = Error{"E_STORE_CORRUPT", c.message};
-      break;
+      *hash = h;
     } catch (const LmdbFailure& f) {
       mdb_txn_abort(txn);
       if (f.rc == MDB_MAP_FULL && attempt < 40) {
-        if (auto g = growMap(); !g.ok()) {
-          batchError = g.error();
-          break;
-        }
+        if (auto g = growMap(); !g.ok()) return g.error();
         continue;
       }
-      batchError = writeError(f.rc, "writing events");
-      break;
+      return writeError(f.rc, "writing events");
     }
     rc = mdb_txn_commit(txn);  // writes and fsyncs; frees txn whatever the outcome
     if (rc == MDB_MAP_FULL && attempt < 40) {
-      if (auto g = growMap(); !g.ok()) {
-        batchError = g.error();
-        break;
-      }
+      if (auto g = growMap(); !g.ok()) return g.error();
       continue;
     }
-    if (rc != MDB_SUCCESS) batchError = writeError(rc, "committing events");
-    break;
+    if (rc != MDB_SUCCESS) return writeError(rc, "committing events");
+    return Ok{};
   }
-
-  Completion c;
-  {
-    std::lock_guard lk(mutex_);
-    if (!batchError) {
-      if (indexWritten) {
-        tail_->clear();
-      } else {
-        tail_->merge(staged);
-      }
-      stats_.commits += 1;
-      stats_.events += head.sequence - head_.sequence;
-      head_ = head;
-    }
-    c.lastSequence = head_.sequence;
-  }
-  if (!batchError) commitCv_.notify_all();
-  c.committed = !batchError;
-  if (batchError) results.assign(batch.size(), *batchError);
-  c.results = std::move(results);
-  c.batch = std::move(batch);
-  return c;
 }
 
 void EventLog::writeStreamIndex(MDB_txn* txn, const StreamTail& staged, uint64_t upTo) {

@@ -16,10 +16,13 @@
 //  - Snapshot reads. A ReadTxn sees a consistent prefix of the log, in this process or in another
 //    one that opened the same directory read-only, and never blocks the writer.
 //
-// Threads: one writer thread owns the write transaction. Appends from any thread are queued; all
-// those queued while a commit is in flight go into the next transaction, one fsync for all of them
-// (group commit). An answer thread runs the callbacks, so that waking callers overlaps the next
-// commit. Every method may be called from any thread.
+// Threads: appends from any thread are queued. A stager thread checks each queued request
+// (idempotency key, expected version), gives its events sequence numbers, encodes them and
+// chains their hashes, into the open batch. One writer thread owns the write transaction: it
+// takes the whole open batch, stores it and commits, one fsync for all of it (group commit),
+// while the stager builds the next batch on top of the one being committed. An answer thread
+// runs the callbacks, so that waking callers overlaps the next commit. Every method may be called
+// from any thread.
 #pragma once
 
 #include <chrono>
@@ -271,13 +274,21 @@ class EventLog {
   struct Completion {
     std::vector<Pending> batch;
     std::vector<Result<AppendResult>> results;  // one per batch entry
-    bool committed = false;
+    bool committed = false;                     // events were written
     uint64_t lastSequence = 0;
   };
+  // Requests staged by the stager, stored by the writer; defined in event_log.cc.
+  struct Batch;
+  class Snapshot;
 
+  void stagerLoop();
   void writerLoop();
   void answerLoop();
-  Completion commitBatch(std::vector<Pending>& batch);
+  // Stages one request into open_ (stageMutex_ held): its outcome, or its events added.
+  Result<AppendResult> stage(const AppendRequest& r, Snapshot& snapshot);
+  // Stores a staged batch and commits it: Ok, or why nothing of it was written. `hash` is the
+  // committed head's hash, and then the batch's last.
+  Status store(const Batch& batch, Hash* hash, bool* indexWritten);
   // What verify() learnt of an event up to meta.indexed: its stream (hashed) and version (0
   // once a run of the index has named it).
   struct IndexedEvent {
@@ -301,7 +312,7 @@ class EventLog {
   mutable std::shared_mutex resizeMutex_;
 
   mutable std::mutex mutex_;                  // guards the fields below
-  mutable std::condition_variable queueCv_;   // writer waits for work
+  mutable std::condition_variable queueCv_;   // the stager waits for work
   mutable std::condition_variable commitCv_;  // waitForSequence waits for commits
   std::vector<Pending> queue_;
   bool closing_ = false;
@@ -314,9 +325,18 @@ class EventLog {
   std::deque<Completion> completions_;
   bool writerDone_ = false;
 
-  // The writer thread's: the committed events not yet in the streams index, and how many.
+  // Between the stager and the writer. Guards the fields below; the stager holds it while it
+  // stages what it took from the queue, so that a batch is taken with whole queue drains.
+  std::mutex stageMutex_;
+  std::condition_variable stageCv_;  // the writer waits for a batch, the stager for room
+  std::unique_ptr<Batch> open_;      // being staged, on top of inflight_ (or the committed log)
+  const Batch* inflight_ = nullptr;  // taken by the writer, not yet committed (or failed)
+  bool stagerDone_ = false;
+  // The committed events not yet in the streams index, and how many. Written by the writer
+  // only (stageMutex_ held), read by the stager under stageMutex_.
   std::unique_ptr<StreamTail> tail_;
 
+  std::thread stager_;
   std::thread writer_;
   std::thread answerer_;
 };

@@ -59,5 +59,51 @@ TEST(Faults, FullDiskFailsTheAppendWithAClearErrorAndKeepsEverythingAcknowledged
   EXPECT_EQ((*txn)->lastSequence(), afterSeq);
 }
 
+TEST(Faults, RequestsStagedOnTopOfAFailedCommitFailWithItAndWriteNothing) {
+  TempDir dir;
+  testing::Child burst({STORE_TOOL, "fill-burst", dir.path()});
+  std::vector<Ack> acks;
+  std::vector<std::string> errors;
+  std::string line, after;
+  while (burst.readLine(&line)) {
+    std::istringstream in(line);
+    std::string kind;
+    in >> kind;
+    if (kind == "ack") {
+      Ack a;
+      in >> a.first >> a.last;
+      acks.push_back(a);
+    } else if (kind == "error") {
+      errors.push_back(line);
+    } else if (kind == "after") {
+      after = line;
+    }
+  }
+  burst.wait();
+  ASSERT_EQ(acks.size() + errors.size(), 300u);
+  ASSERT_FALSE(errors.empty());
+  // Whatever batch a request was in, the one that failed or one staged on top of it: the disk's
+  // error, not a chain or version problem.
+  for (const auto& e : errors) EXPECT_EQ(e.rfind("error E_STORAGE_FULL ", 0), 0u) << e;
+  ASSERT_EQ(after.rfind("after ack ", 0), 0u) << after;
+  const uint64_t afterSeq = std::stoull(after.substr(10));
+
+  // Exactly the first event, the acknowledged ones and the last: failed requests wrote nothing.
+  uint64_t acked = 0;
+  for (const Ack& a : acks) acked += a.last - a.first + 1;
+  EXPECT_EQ(afterSeq, 1 + acked + 1);
+  auto log = openLog(dir.path());
+  ASSERT_NE(log, nullptr);
+  auto v = log->verify();
+  ASSERT_TRUE(v.ok());
+  EXPECT_TRUE(v->intact) << v->problem;
+  EXPECT_TRUE(v->indexIntact) << v->indexProblem;
+  EXPECT_EQ(v->events, afterSeq);
+  auto txn = log->read();
+  for (const Ack& a : acks) {
+    for (uint64_t s = a.first; s <= a.last; ++s) EXPECT_TRUE((*txn)->get(s).ok()) << s;
+  }
+}
+
 }  // namespace
 }  // namespace imaged::store

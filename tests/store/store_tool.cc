@@ -5,16 +5,21 @@
 //   store_tool append-loop DIR THREADS    append forever; print "ack SEQ STREAM TAG" per append
 //   store_tool fill DIR MAX_FILE_BYTES    like append-loop with RLIMIT_FSIZE; print "error CODE",
 //                                         then lift the limit, append again: "after ack SEQ"
+//   store_tool fill-burst DIR             append one event, limit the file to its size, then
+//                                         queue 300 requests at once (a few large): "ack FIRST
+//                                         LAST" or "error CODE" for each; then as fill
 //   store_tool hold-reader DIR            open read-only, begin a read, print "ready", sleep
 //   store_tool watch DIR UNTIL            read snapshots until UNTIL events are seen; exit 0 if
 //                                         every snapshot was a gapless, verified prefix
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <future>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -80,6 +85,39 @@ int appendLoop(const std::string& dir, int threads, bool retryAfterError = false
   return 0;
 }
 
+// Requests queued while the disk fills: batches are staged on top of commits that fail.
+int fillBurst(const std::string& dir) {
+  auto log = open(dir, false);
+  if (!log->append(testing::request("first", 1, "first")).ok()) return 4;
+  signal(SIGXFSZ, SIG_IGN);
+  struct stat st {};
+  if (stat((dir + "/data.mdb").c_str(), &st) != 0) return 4;
+  rlimit lim{static_cast<rlim_t>(st.st_size), RLIM_INFINITY};
+  setrlimit(RLIMIT_FSIZE, &lim);
+  constexpr int kRequests = 300;
+  std::atomic<int> left{kRequests};
+  std::promise<void> all;
+  for (int i = 0; i < kRequests; ++i) {
+    const size_t n = i % 50 == 7 ? 600 : 1 + i % 3;
+    auto r = testing::request("stream-" + std::to_string(i % 7), n, "b" + std::to_string(i));
+    log->appendAsync(std::move(r), [&](imaged::Result<AppendResult> r) {
+      say(r.ok() ? "ack " + std::to_string(r->firstSequence) + " " + std::to_string(r->lastSequence)
+                 : "error " + r.error().code + " " + r.error().message);
+      if (--left == 0) all.set_value();
+    });
+    if (i % 20 == 19) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+  if (all.get_future().wait_for(std::chrono::seconds(60)) != std::future_status::ready) {
+    say("lost: a request was never answered");
+    std::_Exit(5);
+  }
+  rlimit none{RLIM_INFINITY, RLIM_INFINITY};
+  setrlimit(RLIMIT_FSIZE, &none);
+  auto r = log->append(testing::request("after", 1, "after"));
+  say(r.ok() ? "after ack " + std::to_string(r->lastSequence) : "after error " + r.error().code);
+  return 0;
+}
+
 int holdReader(const std::string& dir) {
   auto log = open(dir, true);
   auto txn = log->read();
@@ -138,6 +176,7 @@ int main(int argc, char** argv) {
     setrlimit(RLIMIT_FSIZE, &lim);
     return appendLoop(dir, 2, /*retryAfterError=*/true);
   }
+  if (mode == "fill-burst") return fillBurst(dir);
   if (mode == "hold-reader") return holdReader(dir);
   if (mode == "watch") return watch(dir, std::strtoull(argv[3], nullptr, 10));
   return 2;
