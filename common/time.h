@@ -1,6 +1,7 @@
 // Times as the product shows them: RFC 3339 in UTC, and nanoseconds since the epoch.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <ctime>
@@ -9,15 +10,29 @@
 
 namespace imaged {
 
-// "2026-12-04T19:40:00Z" for nanoseconds since the epoch; "" for 0.
+// "2026-12-04T19:40:00Z" for nanoseconds since the epoch; "" for 0. Calendar arithmetic only:
+// gmtime_r takes libc's time zone lock and strftime reads the locale, on every call, and every
+// image shown formats a few times.
 inline std::string formatTime(int64_t unixNanos) {
   if (unixNanos == 0) return "";
-  const time_t secs = static_cast<time_t>(unixNanos / 1'000'000'000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
+  using namespace std::chrono;
+  const sys_seconds at{duration_cast<seconds>(nanoseconds{unixNanos})};
+  const auto day = floor<days>(at);
+  const year_month_day date{day};
+  const hh_mm_ss time{at - day};
+  int y = static_cast<int>(date.year());
+  if (y < 0 || y > 9999) return "";  // not an RFC 3339 year; no event is stamped there
+  char out[] = "0000-00-00T00:00:00Z";
+  auto put = [&out](size_t at, unsigned value, size_t digits) {
+    for (size_t i = digits; i-- > 0; value /= 10) out[at + i] = static_cast<char>('0' + value % 10);
+  };
+  put(0, static_cast<unsigned>(y), 4);
+  put(5, static_cast<unsigned>(date.month()), 2);
+  put(8, static_cast<unsigned>(date.day()), 2);
+  put(11, static_cast<unsigned>(time.hours().count()), 2);
+  put(14, static_cast<unsigned>(time.minutes().count()), 2);
+  put(17, static_cast<unsigned>(time.seconds().count()), 2);
+  return std::string(out, sizeof out - 1);
 }
 
 // Parses RFC 3339 ("2026-11-01", "2026-11-01T00:00:00Z", with an offset or fractions) into
