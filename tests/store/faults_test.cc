@@ -19,29 +19,42 @@ struct Ack {
   uint64_t first, last;
 };
 
-TEST(Faults, FullDiskFailsTheAppendWithAClearErrorAndKeepsEverythingAcknowledged) {
-  TempDir dir;
-  // A file size limit stands in for a full disk: writes past it fail with EFBIG.
-  testing::Child filler({STORE_TOOL, "fill", dir.path(), std::to_string(3 << 20)});
+// What a store_tool fill child printed: its acknowledged appends, its errors, its last line.
+struct FillOutput {
   std::vector<Ack> acks;
-  std::string line, error, after;
-  while (filler.readLine(&line)) {
+  std::vector<std::string> errors;
+  std::string after;
+};
+
+FillOutput readUntilExit(testing::Child& child) {
+  FillOutput out;
+  std::string line;
+  while (child.readLine(&line)) {
     std::istringstream in(line);
     std::string kind;
     in >> kind;
     if (kind == "ack") {
       Ack a;
       in >> a.first >> a.last;
-      acks.push_back(a);
+      out.acks.push_back(a);
     } else if (kind == "error") {
-      error = line;
+      out.errors.push_back(line);
     } else if (kind == "after") {
-      after = line;
+      out.after = line;
     }
   }
-  filler.wait();
+  child.wait();
+  return out;
+}
+
+TEST(Faults, FullDiskFailsTheAppendWithAClearErrorAndKeepsEverythingAcknowledged) {
+  TempDir dir;
+  // A file size limit stands in for a full disk: writes past it fail with EFBIG.
+  testing::Child filler({STORE_TOOL, "fill", dir.path(), std::to_string(3 << 20)});
+  const auto [acks, errors, after] = readUntilExit(filler);
   ASSERT_FALSE(acks.empty());
-  ASSERT_NE(error.find("E_STORAGE_FULL"), std::string::npos) << error;
+  ASSERT_FALSE(errors.empty());
+  for (const auto& e : errors) EXPECT_NE(e.find("E_STORAGE_FULL"), std::string::npos) << e;
   // The same process, its log still open, appends again once there is room.
   ASSERT_EQ(after.rfind("after ack ", 0), 0u) << after;
   const uint64_t afterSeq = std::stoull(after.substr(10));
@@ -62,24 +75,7 @@ TEST(Faults, FullDiskFailsTheAppendWithAClearErrorAndKeepsEverythingAcknowledged
 TEST(Faults, RequestsStagedOnTopOfAFailedCommitFailWithItAndWriteNothing) {
   TempDir dir;
   testing::Child burst({STORE_TOOL, "fill-burst", dir.path()});
-  std::vector<Ack> acks;
-  std::vector<std::string> errors;
-  std::string line, after;
-  while (burst.readLine(&line)) {
-    std::istringstream in(line);
-    std::string kind;
-    in >> kind;
-    if (kind == "ack") {
-      Ack a;
-      in >> a.first >> a.last;
-      acks.push_back(a);
-    } else if (kind == "error") {
-      errors.push_back(line);
-    } else if (kind == "after") {
-      after = line;
-    }
-  }
-  burst.wait();
+  const auto [acks, errors, after] = readUntilExit(burst);
   ASSERT_EQ(acks.size() + errors.size(), 300u);
   ASSERT_FALSE(errors.empty());
   // Whatever batch a request was in, the one that failed or one staged on top of it: the disk's
