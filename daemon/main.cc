@@ -21,6 +21,7 @@
 #include "daemon/asio.h"
 #include "daemon/domain/validate.h"
 #include "daemon/rpc/event_port.h"
+#include "daemon/rpc/idle_poll.h"
 #include "daemon/rpc/server.h"
 #include "daemon/service.h"
 #include "store/event_log.h"
@@ -134,6 +135,7 @@ int main(int argc, char** argv) {
   std::string tenant = "local", configPath, logLevel = "info", logFormat = "text", socketGroup;
   size_t workers = 2;
   uint64_t snapshotEvery = 100'000;
+  unsigned pollMicros = 100;
   app.add_option("--catalog", catalogDir,
                  "catalog directory (default: the shipped sample catalog)");
   app.add_option("--data-dir", dataDir,
@@ -151,6 +153,11 @@ int main(int argc, char** argv) {
   app.add_option("--snapshot-every", snapshotEvery,
                  "write a projection snapshot (DATA_DIR/snapshots) after this many events, and "
                  "at shutdown; 0: never")
+      ->capture_default_str();
+  app.add_option("--poll-us", pollMicros,
+                 "poll for the next request up to this long before sleeping, while requests come "
+                 "close together (adaptive; docs/daemon.md); 0: always sleep")
+      ->check(CLI::Range(0u, 10'000u))
       ->capture_default_str();
   app.add_option("--log-level", logLevel, "trace|debug|info|warn|error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
@@ -235,7 +242,7 @@ int main(int argc, char** argv) {
   signals.async_wait(onSignal);
 
   logger->info("imaged ready on {} (data {}, tenant {})", socketPath, dataDir, tenant);
-  io.run();
+  imaged::rpc::runPolling(io, std::chrono::microseconds(pollMicros));
 
   // Let closed connections' handlers run while the KJ loop still exists, then wind down. The
   // event log drains its queue (every acknowledged append is durable) as it closes.
