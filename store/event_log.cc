@@ -26,7 +26,11 @@ constexpr char kStreamsDb[] = "streams";
 constexpr char kIdempotencyDb[] = "idempotency";
 constexpr char kMetaDb[] = "meta";
 constexpr std::string_view kMetaFormat = "format";
-constexpr std::string_view kMetaHead = "head";        // u64 BE sequence ‖ 32-byte hash
+constexpr std::string_view kMetaHead = "head";  // formats 1-2: u64 BE sequence ‖ hash
+// Format 3: the head (u64 BE sequence ‖ 32-byte hash) is a key of LMDB's main database, whose
+// page every commit rewrites anyway (it holds the roots of the named databases): one page less
+// to write and fsync per commit than a key of `meta`.
+constexpr std::string_view kMainHead = "imaged.head";
 constexpr std::string_view kMetaIndexed = "indexed";  // u64 BE: events up to here are in streams
 
 // An LMDB failure while staging a request (the stager fails the request) or storing a batch
@@ -460,8 +464,15 @@ class EventLog::Snapshot {
 
 ReadTxn::ReadTxn(const EventLog& log, std::shared_lock<std::shared_mutex> lock, MDB_txn* txn)
     : log_(log), resizeLock_(std::move(lock)), txn_(txn) {
-  MDB_val key = val(kMetaHead), data;
-  if (mdb_get(txn_, log_.metaDbi_, &key, &data) == MDB_SUCCESS && data.mv_size == 8 + kHashSize) {
+  // The head: in the main database (format 3), or in `meta` (a format 1 or 2 store, read-only;
+  // a writer upgrades it, perhaps while this reader is open).
+  MDB_val key = val(kMainHead), data;
+  int rc = mdb_get(txn_, log_.mainDbi_, &key, &data);
+  if (rc != MDB_SUCCESS) {
+    key = val(kMetaHead);
+    rc = mdb_get(txn_, log_.metaDbi_, &key, &data);
+  }
+  if (rc == MDB_SUCCESS && data.mv_size == 8 + kHashSize) {
     lastSequence_ = decodeU64(data.mv_data);
     std::memcpy(head_.data(), static_cast<const uint8_t*>(data.mv_data) + 8, kHashSize);
   }
@@ -726,6 +737,13 @@ Status EventLog::openEnvironment() {
   streamsDbi_ = dbis[1];
   idempotencyDbi_ = dbis[2];
   metaDbi_ = dbis[3];
+  MDB_dbi main;
+  rc = mdb_dbi_open(txn, nullptr, 0, &main);
+  if (rc != MDB_SUCCESS) {
+    mdb_txn_abort(txn);
+    return storageError(rc, "opening the main database");
+  }
+  mainDbi_ = main;
 
   // The format version: written once when the store is created; a newer one is refused.
   MDB_val key = val(kMetaFormat), data;
@@ -749,16 +767,32 @@ Status EventLog::openEnvironment() {
               ", newer than this program's " + std::to_string(kFormatVersion) +
               "; use a newer imaged (the log was left untouched)"};
     }
-    if (format == 1 && !options_.readOnly) {
+    if (format < kFormatVersion && !options_.readOnly) {
       // Format 1 indexed every event as it was written: its `streams` entries are format-2
-      // entries of one event each, and the whole log is indexed.
+      // entries of one event each, and the whole log is indexed. Formats 1 and 2 kept the head
+      // in `meta`: it moves to the main database.
       MDB_val hk = val(kMetaHead), hd;
       const int hrc = mdb_get(txn, metaDbi_, &hk, &hd);
-      const uint64_t last = hrc == MDB_SUCCESS && hd.mv_size >= 8 ? decodeU64(hd.mv_data) : 0;
-      rc = hrc == MDB_SUCCESS || hrc == MDB_NOTFOUND ? writeFormat(last) : hrc;
+      rc = hrc == MDB_NOTFOUND ? MDB_SUCCESS : hrc;
+      if (rc == MDB_SUCCESS && hrc == MDB_SUCCESS) {
+        const std::string head(static_cast<const char*>(hd.mv_data), hd.mv_size);
+        MDB_val mk = val(kMainHead), mv = val(head);
+        rc = mdb_put(txn, mainDbi_, &mk, &mv, 0);
+        if (rc == MDB_SUCCESS) rc = mdb_del(txn, metaDbi_, &hk, nullptr);
+        if (rc == MDB_SUCCESS && format == 1)
+          rc = writeFormat(head.size() >= 8 ? decodeU64(head.data()) : 0);
+      } else if (rc == MDB_SUCCESS && format == 1) {
+        rc = writeFormat(0);
+      }
+      if (rc == MDB_SUCCESS && format != 1) {
+        auto v = encodeU64(kFormatVersion);
+        MDB_val fk = val(kMetaFormat), fv = val(v.data(), v.size());
+        rc = mdb_put(txn, metaDbi_, &fk, &fv, 0);
+      }
       if (rc != MDB_SUCCESS) {
         mdb_txn_abort(txn);
-        return storageError(rc, "upgrading the event log to format 2");
+        return storageError(rc,
+                            "upgrading the event log to format " + std::to_string(kFormatVersion));
       }
     }
   } else if (rc == MDB_NOTFOUND && !options_.readOnly) {
@@ -784,7 +818,7 @@ Status EventLog::loadHead() {
   head.sequence = (*txn)->lastSequence();
   head.hash = (*txn)->headHash();
   if (head.sequence > 0) {
-    // The meta head and the last record are written in one transaction: they must agree.
+    // The head and the last record are written in one transaction: they must agree.
     auto last = (*txn)->get(head.sequence);
     if (!last.ok()) {
       return Error{"E_STORE_CORRUPT", "the log's head names event " +
@@ -978,7 +1012,7 @@ Result<VerifyReport> EventLog::verify() const {
       fail(report.events + 1, "the head names event " + std::to_string((*txn)->lastSequence()) +
                                   " but the log ends at " + std::to_string(report.events));
     } else if ((*txn)->headHash() != prev) {
-      fail(report.events, "the head hash in meta does not match the last event");
+      fail(report.events, "the head hash does not match the last event");
     }
   }
   if (report.intact) verifyStreamIndex(**txn, mustIndex, &report);
@@ -1417,8 +1451,8 @@ Status EventLog::store(const Batch& batch, Hash* hash, bool* indexWritten) {
       auto s = encodeU64(batch.head.sequence);
       std::memcpy(meta, s.data(), 8);
       std::memcpy(meta + 8, h.data(), kHashSize);
-      MDB_val mk = val(kMetaHead), md = val(meta, sizeof meta);
-      check(mdb_put(txn, metaDbi_, &mk, &md, 0));
+      MDB_val mk = val(kMainHead), md = val(meta, sizeof meta);
+      check(mdb_put(txn, mainDbi_, &mk, &md, 0));
       if (tail_->events + batch.streams.events >= options_.streamIndexEvery) {
         writeStreamIndex(txn, batch.streams, batch.head.sequence);
         *indexWritten = true;

@@ -52,9 +52,9 @@ struct MDB_txn;
 namespace imaged::store {
 
 // The newest on-disk format this code reads and writes. A store created with a newer one is
-// refused (E_STORE_FORMAT), never rewritten. A format-1 store opened for writing is upgraded
-// to 2 in place (docs/storage.md, "Versions of the format").
-inline constexpr uint64_t kFormatVersion = 2;
+// refused (E_STORE_FORMAT), never rewritten. A format-1 or format-2 store opened for writing is
+// upgraded to 3 in place (docs/storage.md, "Versions of the format").
+inline constexpr uint64_t kFormatVersion = 3;
 
 // Limits on what a caller may append; larger input fails with E_INVALID_ARGUMENT.
 inline constexpr size_t kMaxStreamIdBytes = 256;
@@ -305,7 +305,7 @@ class EventLog {
 
   Options options_;
   MDB_env* env_ = nullptr;
-  unsigned eventsDbi_ = 0, streamsDbi_ = 0, idempotencyDbi_ = 0, metaDbi_ = 0;
+  unsigned eventsDbi_ = 0, streamsDbi_ = 0, idempotencyDbi_ = 0, metaDbi_ = 0, mainDbi_ = 0;
 
   // Held shared by every ReadTxn of this process, exclusively while the map is resized
   // (LMDB requires no live transaction in the process then).

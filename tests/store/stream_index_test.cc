@@ -5,6 +5,7 @@
 #include <lmdb.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <future>
@@ -210,23 +211,46 @@ TEST(StreamIndex, VerifyChecksTheIndexAgainstTheRecords) {
 const Expected kFormat1 = {
     {"image/t/a/1", {1, 2, 3, 5, 6}}, {"image/t/b/1", {4}}, {"image/t/ab/1", {7, 8}}};
 
-uint64_t rawFormat(const std::string& path) {
+// The raw value under `key` of database `db` (nullptr: LMDB's main database), "" if none.
+std::string rawValue(const std::string& path, const char* db, const char* key) {
   MDB_env* env;
   mdb_env_create(&env);
   mdb_env_set_maxdbs(env, 8);
-  uint64_t format = 0;
+  std::string value;
   if (mdb_env_open(env, path.c_str(), MDB_RDONLY, 0600) == 0) {
     MDB_txn* txn;
     MDB_dbi dbi;
     mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn);
-    if (mdb_dbi_open(txn, "meta", 0, &dbi) == 0) {
-      MDB_val k{6, const_cast<char*>("format")}, d;
-      if (mdb_get(txn, dbi, &k, &d) == 0 && d.mv_size == 8) format = decodeU64(d.mv_data);
+    if (mdb_dbi_open(txn, db, 0, &dbi) == 0) {
+      MDB_val k{std::strlen(key), const_cast<char*>(key)}, d;
+      if (mdb_get(txn, dbi, &k, &d) == 0) value.assign(static_cast<char*>(d.mv_data), d.mv_size);
     }
     mdb_txn_abort(txn);
   }
   mdb_env_close(env);
-  return format;
+  return value;
+}
+
+uint64_t rawFormat(const std::string& path) {
+  const std::string v = rawValue(path, "meta", "format");
+  return v.size() == 8 ? decodeU64(v.data()) : 0;
+}
+
+// On an upgraded fixture (both made events 7-8 with the key "key-1"): the key is honoured, a
+// random history appends after it, and every stream reads as expected.
+Expected continueFixture(EventLog& log, Expected expected, unsigned seed) {
+  auto again = request("image/t/ab/1", 1, "ab1");
+  again.idempotencyKey = "key-1";
+  auto dup = log.append(std::move(again));
+  EXPECT_TRUE(dup.ok());
+  if (dup.ok()) {
+    EXPECT_TRUE(dup->duplicate);
+    EXPECT_EQ(dup->firstSequence, 7u);
+  }
+  std::mt19937 rng(seed);
+  expected = appendHistory(log, rng, 12, expected);
+  expectStreams(log, expected);
+  return expected;
 }
 
 TEST(StreamIndex, AFormat1StoreIsReadAsItIsAndUpgradedWhenOpenedForWriting) {
@@ -250,19 +274,61 @@ TEST(StreamIndex, AFormat1StoreIsReadAsItIsAndUpgradedWhenOpenedForWriting) {
     ASSERT_TRUE(log);
     EXPECT_EQ(rawFormat(dir.path()), kFormatVersion);
     expectStreams(*log, expected);
-    auto again = request("image/t/ab/1", 1, "ab1");
-    again.idempotencyKey = "key-1";
-    auto dup = log->append(std::move(again));
-    ASSERT_TRUE(dup.ok());
-    EXPECT_TRUE(dup->duplicate);
-    EXPECT_EQ(dup->firstSequence, 7u);
-    std::mt19937 rng(7);
-    expected = appendHistory(*log, rng, 12, expected);
-    expectStreams(*log, expected);
+    expected = continueFixture(*log, expected, 7);
     auto v = log->verify();
     ASSERT_TRUE(v.ok());
     EXPECT_TRUE(v->intact) << v->problem;
   }
+  auto log = open(dir.path(), 4096);
+  ASSERT_TRUE(log);
+  expectStreams(*log, expected);
+}
+
+// What the format-2 fixture holds (tests/store/data/format2, written by the format-2 code with
+// an index batch of 4: events 1-8 are in the index, 9 is the tail; "key-1" made 7-8).
+const Expected kFormat2 = {
+    {"image/t/a/1", {1, 2, 3, 5, 6}}, {"image/t/b/1", {4, 9}}, {"image/t/ab/1", {7, 8}}};
+
+TEST(StreamIndex, AFormat2StoreIsReadAsItIsAndUpgradedWhenOpenedForWriting) {
+  TempDir dir;
+  std::filesystem::copy_file(std::string(STORE_TEST_DATA) + "/format2/data.mdb",
+                             dir.path() + "/data.mdb");
+  ASSERT_EQ(rawFormat(dir.path()), 2u);
+  const std::string head = rawValue(dir.path(), "meta", "head");
+  ASSERT_EQ(head.size(), 8 + kHashSize);
+  ASSERT_EQ(decodeU64(head.data()), 9u);
+
+  // A reader of this code, opened before the upgrade and still open after it.
+  auto reader = open(dir.path(), 4096, /*readOnly=*/true);
+  ASSERT_TRUE(reader);
+  expectStreams(*reader, kFormat2);
+  auto v = reader->verify();
+  ASSERT_TRUE(v.ok());
+  EXPECT_TRUE(v->intact) << v->problem;
+  EXPECT_EQ(v->indexed, 8u);
+  EXPECT_EQ(rawFormat(dir.path()), 2u) << "a read-only open changed the store";
+
+  Expected expected = kFormat2;
+  {
+    auto log = open(dir.path(), 4);
+    ASSERT_TRUE(log);
+    // Format 3: the head moved to the main database, unchanged, and left `meta`.
+    EXPECT_EQ(rawFormat(dir.path()), kFormatVersion);
+    EXPECT_EQ(rawValue(dir.path(), nullptr, "imaged.head"), head);
+    EXPECT_EQ(rawValue(dir.path(), "meta", "head"), "");
+    EXPECT_EQ(log->lastSequence(), 9u);
+    expectStreams(*log, expected);
+    expected = continueFixture(*log, expected, 9);
+    EXPECT_EQ(decodeU64(rawValue(dir.path(), nullptr, "imaged.head").data()), log->lastSequence());
+  }
+  // The reader opened at format 2 sees the upgraded log whole.
+  expectStreams(*reader, expected);
+  v = reader->verify();
+  ASSERT_TRUE(v.ok());
+  EXPECT_TRUE(v->intact) << v->problem;
+  EXPECT_GT(v->events, 9u);
+  reader.reset();
+
   auto log = open(dir.path(), 4096);
   ASSERT_TRUE(log);
   expectStreams(*log, expected);
