@@ -2,9 +2,11 @@
 // baseline that was measured in the same run, process and data directory.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <string>
+#include <vector>
 
 namespace imaged::bench {
 
@@ -17,6 +19,12 @@ inline void report(const std::string& bench, const std::string& unit, double val
       bench.c_str(), unit.c_str(), value, baseline.c_str(), baselineValue,
       baselineValue > 0 ? value / baselineValue : 0.0, extra.empty() ? "" : ", ", extra.c_str());
   std::fflush(stdout);
+}
+
+// The middle value (the upper one of an even count); `v` must not be empty.
+inline double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
 }
 
 class Stopwatch {

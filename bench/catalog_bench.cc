@@ -21,16 +21,12 @@
 #include "daemon/catalog/resolver.h"
 
 using namespace imaged::catalog;
+using imaged::bench::median;
 using imaged::bench::report;
 using imaged::bench::Stopwatch;
 namespace fs = std::filesystem;
 
 namespace {
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 double percentile(std::vector<double> v, double p) {
   std::sort(v.begin(), v.end());

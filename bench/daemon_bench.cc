@@ -41,6 +41,7 @@
 #include "bench_util.h"
 #include "schema/api.capnp.h"
 
+using imaged::bench::median;
 using imaged::bench::report;
 using imaged::bench::Stopwatch;
 namespace fs = std::filesystem;
@@ -103,11 +104,6 @@ long rssKiB(pid_t pid) {
     if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
   }
   return 0;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
 }
 
 // Calls/s of `call` with `inFlight` outstanding for `total` calls on one connection.

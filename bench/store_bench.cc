@@ -20,6 +20,7 @@
 
 using namespace imaged;
 using namespace imaged::store;
+using imaged::bench::median;
 using imaged::bench::report;
 using imaged::bench::Stopwatch;
 
@@ -90,11 +91,6 @@ double rawScan(const std::string& path, uint64_t* count) {
   });
   if (sum == 0) *count += 1;
   return rate;
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
 }
 
 // One round of benchConcurrent's appends into a fresh log at `path`: events/s, and the events

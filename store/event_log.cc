@@ -748,13 +748,16 @@ Status EventLog::openEnvironment() {
   // The format version: written once when the store is created; a newer one is refused.
   MDB_val key = val(kMetaFormat), data;
   rc = mdb_get(txn, metaDbi_, &key, &data);
-  // Sets meta.format to this program's and meta.indexed to `indexed`.
-  auto writeFormat = [&](uint64_t indexed) {
-    auto v = encodeU64(kFormatVersion), i = encodeU64(indexed);
+  // Sets meta.format to this program's, and meta.indexed to `indexed` when given.
+  auto writeFormat = [&](std::optional<uint64_t> indexed) {
+    if (indexed) {
+      auto i = encodeU64(*indexed);
+      MDB_val ik = val(kMetaIndexed), iv = val(i.data(), i.size());
+      if (int prc = mdb_put(txn, metaDbi_, &ik, &iv, 0); prc != MDB_SUCCESS) return prc;
+    }
+    auto v = encodeU64(kFormatVersion);
     MDB_val fk = val(kMetaFormat), fv = val(v.data(), v.size());
-    MDB_val ik = val(kMetaIndexed), iv = val(i.data(), i.size());
-    int prc = mdb_put(txn, metaDbi_, &ik, &iv, 0);
-    return prc == MDB_SUCCESS ? mdb_put(txn, metaDbi_, &fk, &fv, 0) : prc;
+    return mdb_put(txn, metaDbi_, &fk, &fv, 0);
   };
   if (rc == MDB_SUCCESS) {
     const uint64_t format = data.mv_size == 8 ? decodeU64(data.mv_data) : UINT64_MAX;
@@ -768,26 +771,21 @@ Status EventLog::openEnvironment() {
               "; use a newer imaged (the log was left untouched)"};
     }
     if (format < kFormatVersion && !options_.readOnly) {
-      // Format 1 indexed every event as it was written: its `streams` entries are format-2
-      // entries of one event each, and the whole log is indexed. Formats 1 and 2 kept the head
-      // in `meta`: it moves to the main database.
+      // Formats 1 and 2 kept the head in `meta`: it moves to the main database. Format 1 had no
+      // meta.indexed: its `streams` entries are runs of one event, and the whole log is indexed.
       MDB_val hk = val(kMetaHead), hd;
       const int hrc = mdb_get(txn, metaDbi_, &hk, &hd);
       rc = hrc == MDB_NOTFOUND ? MDB_SUCCESS : hrc;
-      if (rc == MDB_SUCCESS && hrc == MDB_SUCCESS) {
+      uint64_t last = 0;
+      if (hrc == MDB_SUCCESS) {
         const std::string head(static_cast<const char*>(hd.mv_data), hd.mv_size);
+        if (head.size() >= 8) last = decodeU64(head.data());
         MDB_val mk = val(kMainHead), mv = val(head);
         rc = mdb_put(txn, mainDbi_, &mk, &mv, 0);
         if (rc == MDB_SUCCESS) rc = mdb_del(txn, metaDbi_, &hk, nullptr);
-        if (rc == MDB_SUCCESS && format == 1)
-          rc = writeFormat(head.size() >= 8 ? decodeU64(head.data()) : 0);
-      } else if (rc == MDB_SUCCESS && format == 1) {
-        rc = writeFormat(0);
       }
-      if (rc == MDB_SUCCESS && format != 1) {
-        auto v = encodeU64(kFormatVersion);
-        MDB_val fk = val(kMetaFormat), fv = val(v.data(), v.size());
-        rc = mdb_put(txn, metaDbi_, &fk, &fv, 0);
+      if (rc == MDB_SUCCESS) {
+        rc = writeFormat(format == 1 ? std::optional<uint64_t>(last) : std::nullopt);
       }
       if (rc != MDB_SUCCESS) {
         mdb_txn_abort(txn);
@@ -1224,21 +1222,16 @@ void EventLog::stagerLoop() {
 
 Result<AppendResult> EventLog::stage(const AppendRequest& r, Snapshot& snapshot) {
   Batch& b = *open_;
-  const size_t blocks = b.blocks.size(), records = b.records.size(), bytes = b.bytes,
-               sealed = b.sealed, deferred = b.deferred.size();
-  const Hash sealedHash = b.sealedHash;
-  const bool chainKnown = b.chainKnown;
+  uint64_t current = 0;  // the stream's last version
   try {
     // A key already used (committed, in flight or staged): answer as the first time.
     if (!r.idempotencyKey.empty()) {
-      if (auto it = b.keys.find(r.idempotencyKey); it != b.keys.end()) {
-        return AppendResult{it->second.firstSequence, it->second.lastSequence,
-                            it->second.streamVersion, true};
-      }
-      if (inflight_) {
-        if (auto it = inflight_->keys.find(r.idempotencyKey); it != inflight_->keys.end()) {
-          return AppendResult{it->second.firstSequence, it->second.lastSequence,
-                              it->second.streamVersion, true};
+      for (const Batch* staged : {static_cast<const Batch*>(&b), inflight_}) {
+        if (!staged) continue;
+        if (auto it = staged->keys.find(r.idempotencyKey); it != staged->keys.end()) {
+          AppendResult first = it->second;
+          first.duplicate = true;
+          return first;
         }
       }
       MDB_val k = val(r.idempotencyKey), d;
@@ -1249,31 +1242,40 @@ Result<AppendResult> EventLog::stage(const AppendRequest& r, Snapshot& snapshot)
       }
       if (grc != MDB_NOTFOUND && grc != MDB_SUCCESS) check(grc);
     }
-    uint64_t current = b.streams.lastVersion(r.streamId);
+    current = b.streams.lastVersion(r.streamId);
     if (current == 0 && inflight_) current = inflight_->streams.lastVersion(r.streamId);
     if (current == 0) current = tail_->lastVersion(r.streamId);
     if (current == 0) current = lastIndexedVersion(snapshot.txn(), streamsDbi_, r.streamId);
-    const auto& ex = r.expected;
-    const bool expectedOk = ex.kind == ExpectedVersion::Kind::kAny ||
-                            (ex.kind == ExpectedVersion::Kind::kNoStream && current == 0) ||
-                            (ex.kind == ExpectedVersion::Kind::kExactly && current == ex.version);
-    if (!expectedOk) {
-      const std::string want = ex.kind == ExpectedVersion::Kind::kNoStream
-                                   ? std::string("no stream")
-                                   : "version " + std::to_string(ex.version);
-      return Error{"E_VERSION_CONFLICT", "stream " + r.streamId + " is at version " +
-                                             std::to_string(current) + ", expected " + want};
-    }
+  } catch (const LmdbFailure& f) {
+    return storageError(f.rc, "reading the log");
+  } catch (const CorruptIndex& c) {
+    return Error{"E_STORE_CORRUPT", c.message};
+  }
+  const auto& ex = r.expected;
+  const bool expectedOk = ex.kind == ExpectedVersion::Kind::kAny ||
+                          (ex.kind == ExpectedVersion::Kind::kNoStream && current == 0) ||
+                          (ex.kind == ExpectedVersion::Kind::kExactly && current == ex.version);
+  if (!expectedOk) {
+    const std::string want = ex.kind == ExpectedVersion::Kind::kNoStream
+                                 ? std::string("no stream")
+                                 : "version " + std::to_string(ex.version);
+    return Error{"E_VERSION_CONFLICT", "stream " + r.streamId + " is at version " +
+                                           std::to_string(current) + ", expected " + want};
+  }
 
-    Head h = b.head;
-    h.time = std::max(h.time, now());  // one time for the request's events
-    if (r.payloads.size() >= EncodePipeline::kMinEvents) {
-      b.deferred.push_back(
-          Batch::Deferred{b.pending.size(), b.records.size(), h.sequence + 1, current + 1, h.time});
-      for (const auto& payload : r.payloads) b.bytes += payload.size() * sizeof(capnp::word);
-      h.sequence += r.payloads.size();
-      b.chainKnown = false;
-    } else {
+  Head h = b.head;
+  h.time = std::max(h.time, now());  // one time for the request's events
+  if (r.payloads.size() >= EncodePipeline::kMinEvents) {
+    b.deferred.push_back(
+        Batch::Deferred{b.pending.size(), b.records.size(), h.sequence + 1, current + 1, h.time});
+    for (const auto& payload : r.payloads) b.bytes += payload.size() * sizeof(capnp::word);
+    h.sequence += r.payloads.size();
+    b.chainKnown = false;
+  } else {
+    const size_t blocks = b.blocks.size(), records = b.records.size(), bytes = b.bytes,
+                 sealed = b.sealed;
+    const Hash sealedHash = b.sealedHash;
+    try {
       for (size_t i = 0; i < r.payloads.size(); ++i) {
         size_t block = 0, at = 0;
         const auto layout =
@@ -1296,33 +1298,24 @@ Result<AppendResult> EventLog::stage(const AppendRequest& r, Snapshot& snapshot)
           b.sealedHash = h.hash;
         }
       }
-    }
-    AppendResult result{b.head.sequence + 1, h.sequence, current + r.payloads.size(), false};
-    b.streams.add(r.streamId, current + 1, result.firstSequence, r.payloads.size());
-    if (!r.idempotencyKey.empty()) b.keys.emplace(r.idempotencyKey, result);
-    b.head = h;
-    return result;
-  } catch (...) {
-    // Nothing of the request stays staged.
-    b.blocks.resize(blocks);
-    b.records.resize(records);
-    b.bytes = bytes;
-    b.sealed = sealed;
-    b.sealedHash = sealedHash;
-    b.deferred.resize(deferred);
-    b.chainKnown = chainKnown;
-    try {
-      throw;
-    } catch (const LmdbFailure& f) {
-      return storageError(f.rc, "reading the log");
-    } catch (const CorruptIndex& c) {
-      return Error{"E_STORE_CORRUPT", c.message};
     } catch (const kj::Exception& e) {
+      // The payloads were checked on the caller's thread, so only a bug gets here. Nothing of
+      // the request stays staged.
+      b.blocks.resize(blocks);
+      b.records.resize(records);
+      b.bytes = bytes;
+      b.sealed = sealed;
+      b.sealedHash = sealedHash;
       return Error{
           "E_INVALID_ARGUMENT",
           std::string("an event of the request cannot be encoded: ") + e.getDescription().cStr()};
     }
   }
+  AppendResult result{b.head.sequence + 1, h.sequence, current + r.payloads.size(), false};
+  b.streams.add(r.streamId, current + 1, result.firstSequence, r.payloads.size());
+  if (!r.idempotencyKey.empty()) b.keys.emplace(r.idempotencyKey, result);
+  b.head = h;
+  return result;
 }
 
 void EventLog::writerLoop() {

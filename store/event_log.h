@@ -12,7 +12,8 @@
 //  - Idempotent requests. A request whose idempotency key was already committed writes nothing and
 //    returns the first request's result with `duplicate = true`.
 //  - Chained. Every event carries SHA-256(previous hash ‖ its own bytes with the hash zeroed); the
-//    head hash is kept in `meta`. verify() names the first event that does not match.
+//    head hash is kept beside them (docs/storage.md). verify() names the first event that does not
+//    match.
 //  - Snapshot reads. A ReadTxn sees a consistent prefix of the log, in this process or in another
 //    one that opened the same directory read-only, and never blocks the writer.
 //
@@ -200,7 +201,7 @@ class EventLog {
   };
 
   // Opens (or, when writable, creates) the log. Fails with E_STORE_FORMAT for a store written by
-  // a newer format, E_STORE_CORRUPT when the head in `meta` does not match the last event,
+  // a newer format, E_STORE_CORRUPT when the stored head does not match the last event,
   // E_STORAGE for I/O and permission errors, E_NOT_FOUND for a read-only open of no store.
   static Result<std::unique_ptr<EventLog>> open(Options options);
 
@@ -234,7 +235,7 @@ class EventLog {
 
   // Walks the whole log in one snapshot: sequence keys without gaps, each record decodes, its
   // sequence matches its key, its prevHash is the previous hash, its hash matches its bytes, and
-  // the head in `meta` is the last hash. Then the streams index against the records.
+  // the stored head is the last hash. Then the streams index against the records.
   Result<VerifyReport> verify() const;
 
   // The current map size in bytes (grows on demand).
