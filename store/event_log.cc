@@ -1133,7 +1133,10 @@ void EventLog::answerLoop() {
       listener = commitListener_;
     }
     for (Completion& c : ready) {
-      for (size_t i = 0; i < c.batch.size(); ++i) c.batch[i].done(std::move(c.results[i]));
+      Batch& b = *c.batch;
+      for (size_t i = 0; i < b.pending.size(); ++i) {
+        b.pending[i].done(c.failed ? Result<AppendResult>(*c.failed) : std::move(b.results[i]));
+      }
       if (c.committed && listener) listener(c.lastSequence);
     }
   }
@@ -1375,22 +1378,18 @@ void EventLog::writerLoop() {
       last = head_.sequence;
     }
     if (wrote) commitCv_.notify_all();
-    auto complete = [&](Batch& b, bool committedNow) {
+    auto complete = [&](std::unique_ptr<Batch> b, bool committedNow) {
       Completion c;
+      c.batch = std::move(b);
+      if (!s.ok()) c.failed = s.error();
       c.committed = committedNow;
       c.lastSequence = last;
-      if (s.ok()) {
-        c.results = std::move(b.results);
-      } else {
-        c.results.assign(b.pending.size(), s.error());
-      }
-      c.batch = std::move(b.pending);
       return c;
     };
     {
       std::lock_guard lk(completionMutex_);
-      completions_.push_back(complete(*batch, wrote));
-      if (alsoFailed) completions_.push_back(complete(*alsoFailed, false));
+      completions_.push_back(complete(std::move(batch), wrote));
+      if (alsoFailed) completions_.push_back(complete(std::move(alsoFailed), false));
     }
     completionCv_.notify_one();
   }

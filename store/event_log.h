@@ -270,17 +270,17 @@ class EventLog {
   Status loadHead();
   // Reads the events after the streams index into tail_ (writable open).
   Status loadTail();
-  // The outcome of one transaction, answered by the answer thread so that waking callers
-  // overlaps the writer's next transaction.
-  struct Completion {
-    std::vector<Pending> batch;
-    std::vector<Result<AppendResult>> results;  // one per batch entry
-    bool committed = false;                     // events were written
-    uint64_t lastSequence = 0;
-  };
   // Requests staged by the stager, stored by the writer; defined in event_log.cc.
   struct Batch;
   class Snapshot;
+  // The outcome of one transaction, answered by the answer thread so that waking callers
+  // overlaps the writer's next transaction. That thread frees the batch too.
+  struct Completion {
+    std::unique_ptr<Batch> batch;
+    std::optional<Error> failed;  // why nothing of the batch was written
+    bool committed = false;       // events were written
+    uint64_t lastSequence = 0;
+  };
 
   void stagerLoop();
   void writerLoop();
