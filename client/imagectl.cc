@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <map>
@@ -344,6 +345,12 @@ int main(int argc, char** argv) {
       for (const auto& l : r->lines) {
         std::cout << "\nline " << l.line << (l.maintained ? "" : " (not maintained)")
                   << ": production " << l.production << "\n";
+        for (const auto& e : l.environment) {  // what the line adds to the starter's env
+          const bool inherited =
+              std::any_of(r->environment.begin(), r->environment.end(),
+                          [&](const auto& s) { return s.key == e.key && s.value == e.value; });
+          if (!inherited) std::cout << "  env " << e.key << "=" << e.value << "\n";
+        }
         for (const auto& v : l.versions)
           std::cout << "  version " << v.version << "  " << v.published << "\n";
         for (const auto& v : l.versions) {

@@ -169,6 +169,65 @@ TEST_F(DaemonTest, CreateWaitShowListAndTagsFollowTheJsonContract) {
   EXPECT_EQ(list[0]["tags"], show["tags"]);
 }
 
+TEST_F(DaemonTest, StartersStarterAndSearchShowTheCatalog) {
+  start();
+  ProcessResult starters = ctl({"starters"});
+  ASSERT_EQ(starters.code, 0) << starters.err;
+  for (const char* row : {"nginx", "node", "python   3.13, 3.12, 3.11"}) {
+    EXPECT_NE(starters.out.find(row), std::string::npos) << starters.out;
+  }
+  json list = ctlJson({"starters"});
+  ASSERT_TRUE(list.is_array());
+  ASSERT_EQ(list.size(), 3u);
+  EXPECT_EQ(list[2]["name"], "python");
+  EXPECT_EQ(list[2]["lines"], json::array({"3.13", "3.12", "3.11"}));
+
+  // One starter: its env, each line with what its env adds, its versions, and the SBOM (with
+  // licenses) of its production version.
+  ProcessResult python = ctl({"starter", "python"});
+  ASSERT_EQ(python.code, 0) << python.err;
+  for (const char* text :
+       {"env LANG=C.UTF-8", "line 3.13: production 3.13.1\n  env PYTHON_VERSION=3.13\n",
+        "  version 3.13.0  2026-10-08T00:00:00Z", "SBOM of 3.13.1:\n    python-3.13=3.13.1-r0  (",
+        "line 3.12: production 3.12.8\n  env PYTHON_VERSION=3.12\n"}) {
+    EXPECT_NE(python.out.find(text), std::string::npos) << text << "\n" << python.out;
+  }
+  EXPECT_EQ(python.out.find("SBOM of 3.13.0"), std::string::npos) << python.out;
+  json starter = ctlJson({"starter", "python"});
+  EXPECT_EQ(starter["entrypoint"], json::array({"/usr/bin/python3"}));
+  EXPECT_EQ(starter["user"], "65532");
+  ASSERT_EQ(starter["lines"].size(), 3u);
+  const json& line = starter["lines"][0];
+  EXPECT_EQ(line["line"], "3.13");
+  EXPECT_EQ(line["production"], "3.13.1");
+  EXPECT_EQ(line["env"]["PYTHON_VERSION"], "3.13");
+  EXPECT_EQ(line["env"]["LANG"], "C.UTF-8");
+  EXPECT_EQ(line["sbom"][0], "python-3.13=3.13.1-r0");
+  EXPECT_EQ(line["licenses"].size(), line["sbom"].size());
+  EXPECT_EQ(line["versions"].size(), 2u);
+  ProcessResult missing = ctl({"starter", "ruby"});
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_NE(missing.err.find("error[E_STARTER_NOT_FOUND]"), std::string::npos) << missing.err;
+
+  // Search: by name (the exact name first), description and version; --limit.
+  json hits = ctlJson({"search", "zlib"});
+  ASSERT_FALSE(hits.empty());
+  EXPECT_EQ(hits[0]["name"], "zlib");
+  EXPECT_EQ(hits[0]["version"], "1.3.1-r0");
+  json described = ctlJson({"search", "Python 3.13", "--limit", "2"});
+  ASSERT_EQ(described.size(), 2u);
+  for (const auto& h : described) {
+    EXPECT_NE(h["description"].get<std::string>().find("Python 3.13"), std::string::npos) << h;
+  }
+  json byVersion = ctlJson({"search", "3.47.1"});
+  ASSERT_EQ(byVersion.size(), 1u);
+  EXPECT_EQ(byVersion[0]["name"], "sqlite-libs");
+  ProcessResult table = ctl({"search", "flask"});
+  EXPECT_NE(table.out.find("py3.13-flask  3.1.0-r0  Web micro-framework for Python 3.13"),
+            std::string::npos)
+      << table.out;
+}
+
 TEST_F(DaemonTest, TheSeedsExampleLatestAndMajorPointAt83When84IsSkipped) {
   writePhpCatalog(dir.sub("php-catalog"));
   start(dir.sub("php-catalog"));
