@@ -1,7 +1,7 @@
 // imagectl: the command line of imaged (CLI.md). Uses only the client library.
 //
-// Exit codes: 0 success; 1 the daemon refused the request; 2 usage error; 3 cannot reach the
-// daemon; 4 `--wait`/`wait` ended with the build failed.
+// Exit codes: 0 success; 1 the daemon refused the request (or `wait` gave up: E_WAIT_TIMEOUT);
+// 2 usage error; 3 cannot reach the daemon; 4 `--wait`/`wait` ended with the build failed.
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
@@ -168,7 +168,16 @@ int waitForBuild(const Globals& g, ic::Client& c, const std::string& name, doubl
         if (!g.json) std::cout << "  line " << l.line << ": " << lineSummary(l) << std::endl;
       },
       std::chrono::milliseconds(static_cast<int64_t>(timeoutSeconds * 1000)));
-  if (!image.ok()) return report(g, image.error());
+  if (!image.ok()) {
+    // The daemon answered and the build goes on: not "cannot reach the daemon" (exit 3).
+    if (image.error().code == "E_TIMEOUT") {
+      std::ostringstream seconds;
+      seconds << timeoutSeconds;
+      return report(g, Error{"E_WAIT_TIMEOUT", name + ": the build is still in progress after " +
+                                                   seconds.str() + " s (it goes on)"});
+    }
+    return report(g, image.error());
+  }
   if (g.json) {
     std::cout << imageJson(*image, false).dump(2) << "\n";
   } else {
@@ -187,6 +196,10 @@ int waitForBuild(const Globals& g, ic::Client& c, const std::string& name, doubl
 int main(int argc, char** argv) {
   CLI::App app{"imagectl: create and manage private container images built by imaged"};
   app.require_subcommand(1);
+  app.footer(
+      "Exit codes: 0 success; 1 the daemon refused the request (or wait/--wait gave up while the "
+      "build goes on: E_WAIT_TIMEOUT); 2 usage error; 3 cannot reach the daemon; 4 wait/--wait "
+      "ended with the build failed.");
   // Global flags may also follow the command: `imagectl show web --json`.
   app.fallthrough();
   Globals g;
@@ -249,7 +262,10 @@ int main(int argc, char** argv) {
   builds->add_option("NAME", name)->required();
   auto* waitCmd = app.add_subcommand("wait", "block until the image has no build in progress");
   waitCmd->add_option("NAME", name)->required();
-  waitCmd->add_option("--timeout", waitTimeout, "seconds")->capture_default_str();
+  waitCmd
+      ->add_option("--timeout", waitTimeout,
+                   "seconds; then exit 1 with E_WAIT_TIMEOUT (the build goes on)")
+      ->capture_default_str();
   auto* history = app.add_subcommand("history", "the image's events, oldest first");
   history->add_option("NAME", name)->required();
   auto* exportCmd = app.add_subcommand("export", "write the image as an OCI image layout in DIR");

@@ -753,6 +753,22 @@ TEST_F(DaemonTest, AnEditSupersedesTheRunningBuild) {
   EXPECT_EQ(ctlJson({"show", "web"})["packages"], json::array({"py3-requests"}));
 }
 
+TEST_F(DaemonTest, WaitThatTimesOutSaysTheBuildGoesOnAndIsNotADaemonFailure) {
+  start(kSample, {}, {{"IMAGED_TEST_LINE_DELAY_MS", "600"}});
+  ASSERT_EQ(ctl({"create", "web", "--starter", "python"}).code, 0);
+  ProcessResult early = ctl({"wait", "web", "--timeout", "0.2"});
+  EXPECT_EQ(early.code, 1) << "not 3: the daemon answered";
+  EXPECT_NE(
+      early.err.find("error[E_WAIT_TIMEOUT]: web: the build is still in progress after 0.2 s"),
+      std::string::npos)
+      << early.err;
+  json timedOut = ctlJson({"wait", "web", "--timeout", "0.2"}, 1);
+  EXPECT_EQ(timedOut["error"]["code"], "E_WAIT_TIMEOUT");
+  ProcessResult done = ctl({"wait", "web"});
+  EXPECT_EQ(done.code, 0) << done.err;
+  EXPECT_NE(done.out.find("local/web: created"), std::string::npos) << done.out;
+}
+
 TEST_F(DaemonTest, AuditVerifiesReplaysAndExportsTheLogWhileTheDaemonRuns) {
   start();
   ASSERT_EQ(ctl({"create", "web", "--starter", "python", "--add", "py3-flask", "--wait"}).code, 0);
