@@ -246,6 +246,11 @@ int main(int argc, char** argv) {
   edit->add_option("--env", env, "KEY=VALUE");
   edit->add_option("--unset-env", unsetEnv);
   auto* editDescription = edit->add_option("--description", description);
+  std::string newName;
+  auto* editStarter = edit->add_option("--starter", starterName,
+                                       "refused (E_IMMUTABLE_FIELD) unless it is the image's");
+  auto* editName =
+      edit->add_option("--name", newName, "refused (E_IMMUTABLE_FIELD) unless it is the image's");
   edit->add_option("--expect-version", expectVersion, "refuse unless the image is at this version");
   edit->add_flag("--wait", wait);
   auto* rebuild = app.add_subcommand("rebuild", "request a new build");
@@ -483,6 +488,8 @@ int main(int argc, char** argv) {
   if (*edit) {
     ic::ImageEdit e{add, remove, *envVars, unsetEnv, std::nullopt, std::nullopt, std::nullopt};
     if (editDescription->count()) e.description = description;
+    if (editStarter->count()) e.starter = starterName;
+    if (editName->count()) e.name = newName;
     auto r = c.edit(name, e, expectVersion);
     if (!r.ok()) return report(g, r.error());
     if (wait) return waitForBuild(g, c, name, waitTimeout);

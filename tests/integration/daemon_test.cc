@@ -312,6 +312,8 @@ TEST_F(DaemonTest, EveryRefusedRequestHasItsCodeAndRecordsNothing) {
       {{"delete", "nothing"}, "E_NOT_FOUND"},
       {{"edit", "web", "--expect-version", "1", "--add", "jq"}, "E_VERSION_CONFLICT"},
       {{"edit", "web", "--remove", "jq"}, "E_INVALID_ARGUMENT"},
+      {{"edit", "web", "--starter", "node"}, "E_IMMUTABLE_FIELD"},
+      {{"edit", "web", "--name", "other", "--add", "jq"}, "E_IMMUTABLE_FIELD"},
       {{"show", "web", "--at", "yesterday"}, "E_INVALID_ARGUMENT"},
   };
   for (const Case& c : cases) {
