@@ -171,9 +171,7 @@ ParsedIndex parseApkIndex(std::string_view text, std::string_view file) {
 }
 
 Result<std::string> readIndexArchive(const std::string& path) {
-  auto invalid = [&](const std::string& why) {
-    return Error{"E_CATALOG_INVALID", path + ": " + why};
-  };
+  auto invalid = [](const std::string& why) { return Error{"E_CATALOG_INVALID", why}; };
   std::unique_ptr<archive, decltype(&archive_read_free)> a(archive_read_new(), archive_read_free);
   archive_read_support_filter_gzip(a.get());
   archive_read_support_format_tar(a.get());

@@ -56,7 +56,7 @@ ParsedIndex parseApkIndex(std::string_view text, std::string_view file);
 
 // The APKINDEX member of an APKINDEX.tar.gz, uncompressed (at most kMaxIndexBytes). Other
 // members (the signature, DESCRIPTION) are ignored. E_CATALOG_INVALID when the file is not a
-// gzip'd tar, has no APKINDEX, or is too large.
+// gzip'd tar, has no APKINDEX, or is too large; the message says which, not the file's name.
 Result<std::string> readIndexArchive(const std::string& path);
 
 }  // namespace imaged::catalog

@@ -24,16 +24,16 @@ std::string lower(std::string_view s) {
   return out;
 }
 
+// At most maxBytes of the file. Its errors do not name the file: the problem reported does.
 Result<std::string> readFile(const fs::path& path, size_t maxBytes) {
   std::error_code ec;
   const auto size = fs::file_size(path, ec);
-  if (ec) return Error{"E_CATALOG_INVALID", path.string() + ": " + ec.message()};
+  if (ec) return Error{"E_CATALOG_INVALID", ec.message()};
   if (size > maxBytes) {
-    return Error{"E_CATALOG_INVALID",
-                 path.string() + ": larger than " + std::to_string(maxBytes >> 20) + " MiB"};
+    return Error{"E_CATALOG_INVALID", "larger than " + std::to_string(maxBytes >> 20) + " MiB"};
   }
   std::ifstream in(path, std::ios::binary);
-  if (!in) return Error{"E_CATALOG_INVALID", path.string() + ": cannot be read"};
+  if (!in) return Error{"E_CATALOG_INVALID", "cannot be read"};
   std::string text(size, '\0');
   in.read(text.data(), static_cast<std::streamsize>(size));
   text.resize(static_cast<size_t>(in.gcount()));

@@ -155,6 +155,16 @@ TEST_F(CatalogDir, MalformedStarterFilesAreReportedWithTheirLine) {
   for (const auto& p : c->problems()) EXPECT_TRUE(p.error);
 }
 
+TEST_F(CatalogDir, OversizedFilesAreReportedOnceWithTheirNameAndTheRestLoads) {
+  const std::string big = dir.sub("starters/big.yaml");
+  writeFile(big, "name: big\ndescription: \"" + std::string(kMaxStarterFileBytes, 'x') + "\"\n");
+  auto c = load(dir.path());
+  EXPECT_EQ(c->starters().size(), 1u);
+  ASSERT_EQ(c->problems().size(), 1u);
+  EXPECT_EQ(c->problems()[0].file, big);
+  EXPECT_EQ(c->problems()[0].message, "larger than 4 MiB");  // the file is named once, as `file`
+}
+
 TEST_F(CatalogDir, UnknownFieldsAreIgnoredWithAWarning) {
   writeFile(dir.sub("starters/python.yaml"), std::string(kPython) + "maintainer: someone\n");
   auto c = load(dir.path());
