@@ -4,6 +4,7 @@
 #include <capnp/message.h>
 #include <capnp/serialize.h>
 #include <lmdb.h>
+#include <pthread.h>
 
 #include <algorithm>
 #include <atomic>
@@ -108,6 +109,7 @@ double concurrentRound(const std::string& path, int appenders, int perThread, do
   std::vector<std::thread> threads;
   for (int t = 0; t < appenders; ++t) {
     threads.emplace_back([&, t] {
+      pthread_setname_np(pthread_self(), "append-store");
       for (int i = 0; i < perThread; ++i) {
         AppendRequest r;
         r.streamId = "image/bench/" + std::to_string(t);
@@ -151,6 +153,7 @@ double rawGroupCommitRound(const std::string& path, int appenders, int perThread
   bool closing = false, writerDone = false;
   uint64_t commits = 0;
   std::thread writer([&] {
+    pthread_setname_np(pthread_self(), "group-writer");
     const std::vector<char> value(valueBytes, 'v');
     uint64_t seq = 0;
     for (;;) {
@@ -181,6 +184,7 @@ double rawGroupCommitRound(const std::string& path, int appenders, int perThread
     answerCv.notify_one();
   });
   std::thread answerer([&] {
+    pthread_setname_np(pthread_self(), "group-answer");
     for (;;) {
       std::vector<std::promise<void>*> ready;
       {
@@ -196,6 +200,7 @@ double rawGroupCommitRound(const std::string& path, int appenders, int perThread
   std::vector<std::thread> threads;
   for (int t = 0; t < appenders; ++t) {
     threads.emplace_back([&] {
+      pthread_setname_np(pthread_self(), "append-group");
       for (int i = 0; i < perThread; ++i) {
         std::promise<void> done;
         auto answered = done.get_future();
