@@ -271,7 +271,8 @@ int main(int argc, char** argv) {
       ->add_option("--timeout", waitTimeout,
                    "seconds; then exit 1 with E_WAIT_TIMEOUT (the build goes on)")
       ->capture_default_str();
-  auto* history = app.add_subcommand("history", "the image's events, oldest first");
+  auto* history =
+      app.add_subcommand("history", "the image's events, oldest first (a deleted image's too)");
   history->add_option("NAME", name)->required();
   auto* exportCmd = app.add_subcommand("export", "write the image as an OCI image layout in DIR");
   std::string exportDir;

@@ -197,6 +197,7 @@ interface Imaged {
   rebuildImage @8 (name :Text, expectedVersion :UInt64) -> (image :Image, error :Error);
   deleteImage @9 (name :Text, expectedVersion :UInt64) -> (error :Error);
   history @10 (name :Text) -> (entries :List(HistoryEntry), error :Error);
+  # The live image's events; when the name has no live image, those of the last one deleted.
 
   watch @11 (name :Text, watcher :BuildWatcher) -> (handle :Handle, image :Image, error :Error);
   # Sends each line result of the image's latest build (those already recorded first, then each

@@ -65,6 +65,12 @@ Result<const ImageState*> findImage(const Projection& projection, const Caller& 
   return image;
 }
 
+Result<const ImageState*> findImageOrDeleted(const Projection& projection, const Caller& caller,
+                                             const std::string& name) {
+  if (const ImageState* last = projection.lastOfName(caller.tenant, name)) return last;
+  return Error{"E_NOT_FOUND", "no image named " + caller.tenant + "/" + name};
+}
+
 Result<store::AppendRequest> planCreate(const Projection& projection,
                                         const catalog::Catalog& catalog, const Caller& caller,
                                         const CreateRequest& req,

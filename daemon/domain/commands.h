@@ -70,5 +70,9 @@ Result<store::AppendRequest> planDelete(const Projection& projection, const Call
 // The tenant's live image, or E_NOT_FOUND (also for other tenants' images).
 Result<const ImageState*> findImage(const Projection& projection, const Caller& caller,
                                     const std::string& name);
+// The image whose history `name` asks for: the live one, else the last one of that name that
+// was deleted (its events stay in the log). E_NOT_FOUND when the tenant never had one.
+Result<const ImageState*> findImageOrDeleted(const Projection& projection, const Caller& caller,
+                                             const std::string& name);
 
 }  // namespace imaged::domain

@@ -269,10 +269,21 @@ std::vector<const ImageState*> Projection::liveImages() const {
   return out;
 }
 
+namespace {
+std::string streamIdOf(const std::string& tenant, const std::string& name, uint32_t incarnation) {
+  return "image/" + tenant + "/" + name + "/" + std::to_string(incarnation);
+}
+}  // namespace
+
 std::string Projection::nextStreamId(const std::string& tenant, const std::string& name) const {
   auto it = names_.find(NameKey(tenant, name));
-  const uint32_t n = (it == names_.end() ? 0 : it->second.incarnations) + 1;
-  return "image/" + tenant + "/" + name + "/" + std::to_string(n);
+  return streamIdOf(tenant, name, (it == names_.end() ? 0 : it->second.incarnations) + 1);
+}
+
+const ImageState* Projection::lastOfName(const std::string& tenant, const std::string& name) const {
+  auto it = names_.find(NameKey(tenant, name));
+  if (it == names_.end() || it->second.incarnations == 0) return nullptr;
+  return byStream(streamIdOf(tenant, name, it->second.incarnations));
 }
 
 const ImageState* Projection::byIdempotencyKey(const std::string& key) const {

@@ -181,6 +181,8 @@ class Projection {
   std::vector<const ImageState*> liveImages() const;
   // The stream id the next image of that tenant and name gets ("image/<tenant>/<name>/<n>").
   std::string nextStreamId(const std::string& tenant, const std::string& name) const;
+  // The last image ever created with that tenant and name (live or deleted), or null.
+  const ImageState* lastOfName(const std::string& tenant, const std::string& name) const;
   const CatalogState& catalog() const { return catalog_; }
   // The image an append with this idempotency key created (the key as stored), or null.
   const ImageState* byIdempotencyKey(const std::string& key) const;

@@ -580,8 +580,8 @@ class ImagedImpl final : public api::Imaged::Server {
 
   kj::Promise<void> history(HistoryContext context) override {
     return handle("history", context, [&]() -> Status {
-      auto image =
-          domain::findImage(service_.projection(), *caller_, context.getParams().getName());
+      auto image = domain::findImageOrDeleted(service_.projection(), *caller_,
+                                              context.getParams().getName());
       if (!image.ok()) return image.error();
       auto txn = service_.log().read();
       if (!txn.ok()) return txn.error();

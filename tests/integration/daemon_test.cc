@@ -408,12 +408,20 @@ TEST_F(DaemonTest, DeleteRemovesTheImageAndItsNameCanBeUsedAgain) {
   ASSERT_EQ(ctl({"delete", "web"}).code, 0);
   EXPECT_EQ(ctl({"show", "web"}).code, 1);
   EXPECT_EQ(ctlJson({"list"}).size(), 0u);
+  // Its history stays: the deleted image's events, the deletion last.
+  json gone = ctlJson({"history", "web"});
+  ASSERT_GE(gone.size(), 3u);
+  EXPECT_EQ(gone[0]["kind"], "imageCreated");
+  EXPECT_EQ(gone.back()["kind"], "imageDeleted");
+  EXPECT_EQ(ctlJson({"history", "never"}, 1)["error"]["code"], "E_NOT_FOUND");
   ASSERT_EQ(ctl({"create", "web", "--starter", "nginx", "--wait"}).code, 0);
   json show = ctlJson({"show", "web"});
   EXPECT_EQ(show["starter"], "nginx");
-  json history = ctlJson({"history", "web"});
+  json history = ctlJson({"history", "web"});  // the live image's, not the deleted one's
   EXPECT_EQ(history[0]["kind"], "imageCreated");
   EXPECT_EQ(history[0]["version"], 1);
+  EXPECT_GT(history[0]["sequence"].get<uint64_t>(), gone.back()["sequence"].get<uint64_t>());
+  EXPECT_NE(history.back()["kind"], "imageDeleted");
 }
 
 TEST_F(DaemonTest, RestartGivesTheSameState) {
