@@ -67,6 +67,7 @@ Result<const ImageState*> findImage(const Projection& projection, const Caller& 
 
 Result<const ImageState*> findImageOrDeleted(const Projection& projection, const Caller& caller,
                                              const std::string& name) {
+  if (const ImageState* live = projection.find(caller.tenant, name)) return live;
   if (const ImageState* last = projection.lastOfName(caller.tenant, name)) return last;
   return Error{"E_NOT_FOUND", "no image named " + caller.tenant + "/" + name};
 }
