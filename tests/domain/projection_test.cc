@@ -59,6 +59,25 @@ TEST_F(ProjectionTest, ADeletedNameCanBeReusedAndTheNextImageGetsANewStream) {
   EXPECT_TRUE(old->tags().empty());
 }
 
+TEST_F(ProjectionTest, TheLastImageOfANameIsTheLiveOneElseTheLastDeleted) {
+  EXPECT_EQ(state.lastOfName("acme", "api"), state.find("acme", "api"));
+  EXPECT_EQ(state.lastOfName("acme", "nothing"), nullptr);
+  EXPECT_EQ(state.lastOfName("globex", "api"), nullptr);  // another tenant's name
+  // Between the delete of api/1 and the creation of api/2: no live api, the deleted one is last.
+  uint64_t deletedAt = 0;
+  for (uint64_t seq = 1; seq <= history.last() && deletedAt == 0; ++seq) {
+    Projection p = history.replay(seq);
+    if (p.byStream("image/acme/api/1") && p.byStream("image/acme/api/1")->deleted) deletedAt = seq;
+  }
+  ASSERT_NE(deletedAt, 0u);
+  Projection between = history.replay(deletedAt);
+  EXPECT_EQ(between.find("acme", "api"), nullptr);
+  const ImageState* last = between.lastOfName("acme", "api");
+  ASSERT_NE(last, nullptr);
+  EXPECT_EQ(last->streamId, "image/acme/api/1");
+  EXPECT_TRUE(last->deleted);
+}
+
 TEST_F(ProjectionTest, TenantsSeeOnlyTheirOwnGallery) {
   ASSERT_EQ(state.gallery("acme").size(), 2u);
   ASSERT_EQ(state.gallery("globex").size(), 1u);
